@@ -1,0 +1,218 @@
+"""Find a spec anchor in a file's text, by code structure, never by line number.
+
+A scope (function, struct, enum, declaration) is found with tree-sitter-c;
+a QAPI definition by its doc comment and expression.  An optional `match`
+regex must then occur exactly once inside the scope.  Inside a function, a
+match that starts on the first line of a statement selects that whole
+statement (an `if` with its body, a call spanning lines); anywhere else it
+selects the matched lines.
+
+The result is a `Region` of whole lines (0-based, end exclusive), which the
+edit actions use.
+"""
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+
+import tree_sitter
+import tree_sitter_c
+
+from generator.model import Anchor
+
+C_SUFFIXES = (".c", ".h", ".inc", ".c.inc", ".h.inc")
+BODY_TYPES = ("compound_statement", "field_declaration_list",
+              "enumerator_list", "initializer_list")
+
+
+class NotFound(Exception):
+    """Why an anchor did not resolve (the caller adds item, file, release)."""
+
+
+@dataclass(frozen=True)
+class Region:
+    start: int                  # first line, including a leading comment
+    end: int                    # one past the last line
+    body: tuple | None = None   # (first line inside braces, line of '}')
+    node: object = None         # the tree-sitter node, for C scopes
+
+
+@lru_cache(maxsize=1)
+def _parser() -> tree_sitter.Parser:
+    return tree_sitter.Parser(tree_sitter.Language(tree_sitter_c.language()))
+
+
+def is_c(path: str) -> bool:
+    return path.endswith(C_SUFFIXES)
+
+
+def _walk(node):
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        yield n
+        stack.extend(reversed(n.children))
+
+
+def _declared_name(declarator):
+    """The identifier a (possibly nested) declarator declares."""
+    while declarator is not None:
+        if declarator.type in ("identifier", "type_identifier",
+                               "field_identifier"):
+            return declarator.text.decode()
+        declarator = declarator.child_by_field_name("declarator")
+    return None
+
+
+def _scope_nodes(root, kind: str, name: str):
+    for n in _walk(root):
+        if kind == "function" and n.type == "function_definition":
+            if _declared_name(n.child_by_field_name("declarator")) == name:
+                yield n
+        elif kind in ("struct", "enum") and n.type == f"{kind}_specifier":
+            if n.child_by_field_name("body") is None:
+                continue
+            tag = n.child_by_field_name("name")
+            parent = n.parent
+            if tag is not None and tag.text.decode() == name:
+                yield parent if parent.type in ("declaration",
+                                                "type_definition") else n
+            elif parent.type == "type_definition" and any(
+                    _declared_name(d) == name
+                    for d in parent.children_by_field_name("declarator")):
+                yield parent
+        elif kind == "declaration" and n.type == "declaration" and \
+                n.parent.type in ("translation_unit", "preproc_if",
+                                  "preproc_ifdef", "preproc_else",
+                                  "linkage_specification"):
+            if any(_declared_name(d) == name
+                   for d in n.children_by_field_name("declarator")):
+                yield n
+
+
+def _leading_comment_start(lines: list, first: int) -> int:
+    """Extend `first` upwards over a comment block directly above it."""
+    i = first
+    if i > 0 and lines[i - 1].rstrip().endswith("*/"):
+        while i > 0:
+            i -= 1
+            if lines[i].lstrip().startswith("/*"):
+                return i
+        return first
+    while i > 0 and lines[i - 1].lstrip().startswith("//"):
+        i -= 1
+    return i
+
+
+def _body_of(node):
+    if node is None:
+        return None
+    body = node.child_by_field_name("body")
+    if body is not None and body.type in BODY_TYPES:
+        return body
+    for n in _walk(node):
+        if n is not node and n.type in BODY_TYPES:
+            return n
+    return None
+
+
+def _region_of_node(lines, node, with_comment=True) -> Region:
+    start = node.start_point[0]
+    end = node.end_point[0] + 1
+    # a declaration's ';' may follow on the next line of a struct body
+    if end < len(lines) and lines[end].strip() == ";":
+        end += 1
+    body = _body_of(node)
+    inner = (body.start_point[0] + 1, body.end_point[0]) if body else None
+    return Region(_leading_comment_start(lines, start) if with_comment
+                  else start, end, inner, node)
+
+
+def _qapi_region(lines: list, name: str) -> Region:
+    """A QAPI definition: its '##' doc block and the expression after it."""
+    doc_re = re.compile(rf"^# @{re.escape(name)}:\s*$")
+    hits = [i for i, line in enumerate(lines) if doc_re.match(line)]
+    if len(hits) != 1:
+        raise NotFound(f"QAPI definition '{name}' "
+                       + ("not found" if not hits else "documented twice"))
+    start = hits[0]
+    while start > 0 and lines[start].rstrip() != "##":
+        start -= 1
+    end = hits[0] + 1
+    while end < len(lines) and lines[end].rstrip() != "##":
+        end += 1
+    depth, i = 0, end + 1
+    while i < len(lines):
+        depth += lines[i].count("{") - lines[i].count("}")
+        i += 1
+        if depth == 0 and lines[i - 1].strip():
+            break
+    return Region(start, i)
+
+
+def _statement_around(node, scope):
+    while node is not None and node != scope:
+        if node.type.endswith("_statement") and node.type != \
+                "compound_statement" or node.type == "declaration":
+            return node
+        node = node.parent
+    return None
+
+
+def resolve(text: str, path: str, anchor: Anchor) -> Region:
+    """The lines `anchor` designates in `text` (the contents of `path`)."""
+    lines = text.splitlines(keepends=True)
+    tree = _parser().parse(text.encode()) if is_c(path) else None
+    if anchor.scope_kind == "qapi":
+        scope = _qapi_region(lines, anchor.scope_name)
+    elif anchor.scope_kind:
+        if tree is None:
+            raise NotFound(f"a {anchor.scope_kind} scope needs a C file")
+        nodes = list(_scope_nodes(tree.root_node, anchor.scope_kind,
+                                  anchor.scope_name))
+        if not nodes:
+            raise NotFound(f"{anchor.scope_kind} '{anchor.scope_name}' "
+                           "not found")
+        if len(nodes) > 1:
+            at = ", ".join(str(n.start_point[0] + 1) for n in nodes)
+            raise NotFound(f"{anchor.scope_kind} '{anchor.scope_name}' is "
+                           f"defined {len(nodes)} times (lines {at})")
+        scope = _region_of_node(lines, nodes[0])
+    else:
+        scope = Region(0, len(lines))
+    if anchor.match is None:
+        return scope
+
+    offsets = [0]
+    for line in lines:
+        offsets.append(offsets[-1] + len(line))
+    window = text[offsets[scope.start]:offsets[scope.end]]
+    hits = list(anchor.match.finditer(window))
+    where = f" in {anchor.scope_kind} '{anchor.scope_name}'" \
+        if anchor.scope_kind else ""
+    if not hits:
+        raise NotFound(f"/{anchor.match.pattern}/ does not match{where}")
+    if len(hits) > 1:
+        raise NotFound(f"/{anchor.match.pattern}/ matches {len(hits)} "
+                       f"times{where}; it must match once")
+    begin = offsets[scope.start] + hits[0].start()
+    finish = offsets[scope.start] + max(hits[0].end() - 1, hits[0].start())
+    first = text.count("\n", 0, begin)
+    last = text.count("\n", 0, finish)
+    if anchor.scope_kind == "function":
+        byte = len(text[:begin].encode())
+        leaf = scope.node.descendant_for_byte_range(byte, byte)
+        stmt = _statement_around(leaf, scope.node)
+        if stmt is not None and stmt.start_point[0] == first:
+            region = _region_of_node(lines, stmt, with_comment=False)
+            return Region(min(first, region.start), max(last + 1, region.end),
+                          region.body, stmt)
+    return Region(first, last + 1)
+
+
+def exists(text: str, path: str, anchor: Anchor) -> bool:
+    try:
+        resolve(text, path, anchor)
+        return True
+    except NotFound:
+        return False

@@ -1,0 +1,138 @@
+"""Apply a series onto a clean base with `git am`, configure and build QEMU.
+
+Layout under --build-dir (reused between runs, so rebuilds are incremental):
+
+    <build-dir>/qemu/         a clone of the base, series applied with git am
+    <build-dir>/qemu/build/   the meson build directory
+    <build-dir>/*.log         configure and ninja output
+
+ccache is used when installed, keyed on paths relative to the source, so a
+build dir anywhere reuses objects compiled in another.
+"""
+
+import os
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+
+from generator import gitops
+from generator.errors import CheckFailed, ToolError
+from generator.qemutree import BaseTree
+
+CONFIGURE_ARGS = [
+    "--target-list=aarch64-softmmu", "--disable-docs", "--disable-tools",
+    "--disable-user", "--disable-werror", "--disable-rust",
+    "--enable-fdt=system", "--disable-install-blobs",
+]
+BINARY = "qemu-system-aarch64"
+MARKER = "gen-series-build"
+
+
+def series_files(series_dir: Path) -> list:
+    """The patches of a series directory, in order, cover letter excluded."""
+    if not series_dir.is_dir():
+        raise ToolError(f"--series {series_dir}: no such directory")
+    files = sorted(p for p in series_dir.glob("[0-9][0-9][0-9][0-9]-*.patch")
+                   if not p.name.startswith("0000-"))
+    if not files:
+        raise ToolError(f"--series {series_dir}: no NNNN-*.patch files")
+    return files
+
+
+def prepare_source(base: BaseTree, patches: list, build_root: Path,
+                   progress) -> Path:
+    """A clean clone of the base at <build-dir>/qemu with `patches` applied."""
+    src = build_root / "qemu"
+    marker = src / ".git" / MARKER
+    if not src.exists():
+        progress(f"cloning QEMU {base.version} into {src}")
+        build_root.mkdir(parents=True, exist_ok=True)
+        gitops.scratch_clone(base.repo, base.commit, src)
+        marker.write_text("created by gen-series build\n")
+    elif not marker.is_file():
+        raise ToolError(f"--build-dir {build_root}: {src} exists and was not "
+                        "made by gen-series; choose another --build-dir")
+    repo = gitops.open_repo(src)
+    if (src / ".git" / "rebase-apply").exists():
+        repo.git.am("--abort")
+    repo.git.checkout("-q", "-f", "--detach", base.commit)
+    repo.git.clean("-q", "-f", "-d", "-x", "-e", "/build/")
+    with repo.git.custom_environment(GIT_COMMITTER_NAME="gen-series",
+                                     GIT_COMMITTER_EMAIL="gen-series@localhost"):
+        for n, patch in enumerate(patches, 1):
+            progress(f"applying [{n}/{len(patches)}] {patch.name}")
+            gitops.am(repo, patch)
+    return src
+
+
+def _run_logged(cmd: list, cwd: Path, log: Path, env: dict, what: str,
+                progress) -> None:
+    progress(f"{what}: {shlex.join(cmd)}  (log: {log})")
+    with open(log, "w") as f:
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+        shown = -1
+        for line in proc.stdout:
+            f.write(line)
+            # ninja prints "[n/total] ..."; report every 10%
+            if line.startswith("[") and "/" in line.split("]")[0]:
+                done, total = line[1:].split("]")[0].split("/")
+                if done.isdigit() and total.isdigit() and int(total):
+                    pct = 100 * int(done) // int(total) // 10 * 10
+                    if pct > shown:
+                        shown = pct
+                        progress(f"{what}: {pct}% ({done}/{total})")
+        proc.wait()
+    if proc.returncode != 0:
+        tail = log.read_text(errors="replace").splitlines()
+        errors = [ln for ln in tail if "error" in ln.lower()][:20]
+        detail = "\n".join(errors or tail[-30:])
+        raise CheckFailed(f"{what} failed (exit {proc.returncode}); "
+                          f"see {log}:\n{detail}")
+
+
+def build_env(src: Path) -> dict:
+    env = dict(os.environ)
+    env.setdefault("CCACHE_BASEDIR", str(src))
+    env.setdefault("CCACHE_NOHASHDIR", "1")
+    return env
+
+
+def configure(src: Path, build_root: Path, progress,
+              extra_args: list = ()) -> Path:
+    """Configure <src>/build unless it is already configured the same way."""
+    build = src / "build"
+    cc = "gcc"
+    args = list(CONFIGURE_ARGS) + list(extra_args)
+    if shutil.which("ccache"):
+        args.append(f"--cc=ccache {cc}")
+    stamp = build / ".gen-series-configure"
+    if stamp.is_file() and stamp.read_text() == "\n".join(args) and \
+            (build / "build.ninja").is_file():
+        return build
+    shutil.rmtree(build, ignore_errors=True)
+    build.mkdir(parents=True)
+    _run_logged(["../configure", *args], build, build_root / "configure.log",
+                build_env(src), "configure", progress)
+    stamp.write_text("\n".join(args))
+    return build
+
+
+def ninja(src: Path, build_root: Path, targets: list, progress) -> None:
+    if shutil.which("ninja") is None:
+        raise ToolError("ninja is needed to build QEMU (apt-get install "
+                        "ninja-build)")
+    jobs = str(os.cpu_count() or 2)
+    _run_logged(["ninja", "-j", jobs, *targets], src / "build",
+                build_root / "ninja.log", build_env(src), "build", progress)
+
+
+def build(base: BaseTree, series_dir: Path, build_root: Path, progress,
+          targets: list = ()) -> Path:
+    """Apply, configure, build; return the qemu-system-aarch64 path."""
+    build_root = build_root.resolve()
+    src = prepare_source(base, series_files(series_dir), build_root, progress)
+    configure(src, build_root, progress)
+    ninja(src, build_root, [BINARY, *targets], progress)
+    return src / "build" / BINARY

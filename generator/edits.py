@@ -1,0 +1,89 @@
+"""Place rendered text at a resolved anchor: one small handler per action."""
+
+from pathlib import Path
+
+from generator import anchors
+from generator.errors import AnchorError
+from generator.model import Change
+
+
+def _lines(text: str) -> list:
+    return text.splitlines(keepends=True)
+
+
+def _insert_before(lines, region, new):
+    return lines[:region.start] + new + lines[region.start:]
+
+
+def _insert_after(lines, region, new):
+    return lines[:region.end] + new + lines[region.end:]
+
+
+def _replace(lines, region, new):
+    return lines[:region.start] + new + lines[region.end:]
+
+
+def _insert_at_start(lines, region, new):
+    first, _ = _body(region)
+    return lines[:first] + new + lines[first:]
+
+
+def _insert_at_end(lines, region, new):
+    _, closing = _body(region)
+    return lines[:closing] + new + lines[closing:]
+
+
+def _body(region):
+    if region.body is None:
+        raise anchors.NotFound("the anchor has no { body } to insert into")
+    return region.body
+
+
+def _make_non_static(lines, region, new):
+    node = region.node
+    spec = next((c for c in (node.children if node else [])
+                 if c.type == "storage_class_specifier"
+                 and c.text == b"static"), None)
+    if spec is None:
+        raise anchors.NotFound("it is not static")
+    row, col = spec.start_point
+    raw = lines[row].encode()
+    rest = raw[col + len(b"static"):].lstrip(b" \t")
+    lines = list(lines)
+    lines[row] = (raw[:col] + rest).decode()
+    return lines
+
+
+HANDLERS = {
+    "insert-before": _insert_before,
+    "insert-after": _insert_after,
+    "replace": _replace,
+    "insert-at-start": _insert_at_start,
+    "insert-at-end": _insert_at_end,
+    "make-non-static": _make_non_static,
+}
+
+
+def apply_change(root: Path, change: Change, rendered: str | None,
+                 release: str) -> None:
+    """Apply one change to the tree at `root`, in place."""
+    path = root / change.file
+    where = f"{change.file} (QEMU {release})"
+    if change.action == "create-file":
+        if path.exists():
+            raise AnchorError(f"cannot create {where}: it already exists",
+                              change.info)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(rendered, encoding="utf-8")
+        return
+    if not path.is_file():
+        raise AnchorError(f"file {where} not found", change.info)
+    text = path.read_text(encoding="utf-8")
+    try:
+        region = anchors.resolve(text, change.file, change.anchor)
+        lines = HANDLERS[change.action](_lines(text), region,
+                                        _lines(rendered or ""))
+    except anchors.NotFound as e:
+        raise AnchorError(f"anchor {change.anchor.describe()} in {where}: "
+                          f"{e}", change.info)
+    path.write_text("".join(lines), encoding="utf-8")

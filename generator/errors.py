@@ -1,0 +1,33 @@
+"""One error family.  The CLI prints str(error) and exits with error.exit_code."""
+
+from generator.source import SourceInfo
+
+
+class GenError(Exception):
+    """The job could not be done (exit status 2)."""
+    exit_code = 2
+
+    def __init__(self, msg: str, info: SourceInfo | None = None):
+        super().__init__(msg)
+        self.msg = msg
+        self.info = info
+
+    def __str__(self) -> str:
+        return f"{self.info}: {self.msg}" if self.info else self.msg
+
+
+class SpecError(GenError):
+    """Malformed spec or template."""
+
+
+class AnchorError(GenError):
+    """A spec item's anchor is not (uniquely) in the target tree."""
+
+
+class ToolError(GenError):
+    """A tool or input the job needs is missing or unusable."""
+
+
+class CheckFailed(GenError):
+    """The checked thing failed: a patch did not apply, a build broke (exit 1)."""
+    exit_code = 1

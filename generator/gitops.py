@@ -1,0 +1,77 @@
+"""A thin GitPython layer: scratch clones, fixed-date commits, am.
+
+Git runs with the user's global and system config ignored, so that nobody's
+diff.algorithm or format.* settings change the patches we write.
+"""
+
+import os
+from pathlib import Path
+
+import git
+
+from generator.errors import CheckFailed, ToolError
+
+GIT_ENV = {
+    "GIT_CONFIG_NOSYSTEM": "1",
+    "GIT_CONFIG_GLOBAL": os.devnull,
+    "GIT_TERMINAL_PROMPT": "0",
+    "LC_ALL": "C",
+    "TZ": "UTC",
+}
+BASE_IDENTITY = ("gen-series", "gen-series@localhost")
+BASE_DATE = "2000-01-01T00:00:00+00:00"
+
+
+def open_repo(path: Path) -> git.Repo:
+    repo = git.Repo(path)
+    repo.git.update_environment(**GIT_ENV)
+    return repo
+
+
+def _identity_env(author: str, date: str) -> dict:
+    name, _, email = author.partition(" <")
+    email = email.rstrip(">")
+    return {"GIT_AUTHOR_NAME": name, "GIT_AUTHOR_EMAIL": email,
+            "GIT_COMMITTER_NAME": name, "GIT_COMMITTER_EMAIL": email,
+            "GIT_AUTHOR_DATE": date, "GIT_COMMITTER_DATE": date}
+
+
+def init_repo(path: Path) -> git.Repo:
+    repo = git.Repo.init(path)
+    repo.git.update_environment(**GIT_ENV)
+    return repo
+
+
+def commit_all(repo: git.Repo, message: str, author: str, date: str,
+               force: bool = False) -> str:
+    """Commit the whole work tree with a fixed identity and date."""
+    repo.git.add("-A", *(["-f"] if force else []), ".")
+    with repo.git.custom_environment(**_identity_env(author, date)):
+        repo.git.commit("-q", "--no-verify", "--allow-empty-message",
+                        "-m", message)
+    return repo.head.commit.hexsha
+
+
+def scratch_clone(source: Path, commit: str, dest: Path) -> git.Repo:
+    """A throw-away clone of `source` at `commit`; `source` is only read."""
+    try:
+        git.Repo.clone_from(str(source), str(dest), shared=True,
+                            no_checkout=True, env=GIT_ENV)
+    except git.GitCommandError as e:
+        raise ToolError(f"cannot clone {source}: {e.stderr.strip()}")
+    repo = open_repo(dest)
+    repo.git.checkout("-q", "--detach", commit)
+    return repo
+
+
+def am(repo: git.Repo, patch: Path) -> None:
+    """Apply one patch with `git am`; on failure abort and raise."""
+    try:
+        repo.git.am("-q", "--3way", "--keep-cr", str(patch))
+    except git.GitCommandError as e:
+        try:
+            repo.git.am("--abort")
+        except git.GitCommandError:
+            pass
+        msg = (e.stderr or e.stdout or "").strip()
+        raise CheckFailed(f"{patch.name} does not apply:\n{msg}")

@@ -1,0 +1,344 @@
+"""The spec's model: shape checks (QAPI expr.py style) and typed objects.
+
+A spec is one YAML file, optionally pulling in more files of patches:
+
+    series:   metadata: subject prefix, version, author, date, cover letter
+    params:   names the series introduces, handed to every template
+    probes:   named facts about the target tree (an anchor that may or may
+              not resolve); changes select alternatives with `when:`
+    include:  further files, each with a `patches:` list, appended in order
+    patches:  ordered patches, each a list of changes
+
+See specs/README.md for the full reference.
+"""
+
+import datetime
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from generator.errors import SpecError
+from generator.source import SourceInfo
+from generator.specload import Node, load_yaml
+
+# Where an anchor's scope may be: key in the spec -> what it names.
+SCOPE_KINDS = ("function", "struct", "enum", "declaration", "qapi")
+
+# action -> (needs anchor, needs template)
+ACTIONS = {
+    "insert-before": (True, True),
+    "insert-after": (True, True),
+    "replace": (True, True),
+    "insert-at-start": (True, True),
+    "insert-at-end": (True, True),
+    "make-non-static": (True, False),
+    "create-file": (False, True),
+}
+
+ID_RE = re.compile(r"^[a-z][a-z0-9-]*$")
+
+
+@dataclass(frozen=True)
+class Anchor:
+    scope_kind: str | None      # one of SCOPE_KINDS, or None for the whole file
+    scope_name: str | None
+    match: re.Pattern | None    # a unique match inside the scope
+    info: SourceInfo
+
+    def describe(self) -> str:
+        parts = []
+        if self.scope_kind:
+            parts.append(f"{self.scope_kind} '{self.scope_name}'")
+        if self.match is not None:
+            parts.append(f"match /{self.match.pattern}/")
+        return " ".join(parts)
+
+
+@dataclass(frozen=True)
+class Condition:
+    probe: str
+    negate: bool
+
+    def holds(self, facts: dict) -> bool:
+        return facts[self.probe] != self.negate
+
+
+@dataclass(frozen=True)
+class Probe:
+    name: str
+    file: str
+    anchor: Anchor
+    info: SourceInfo
+
+
+@dataclass(frozen=True)
+class Change:
+    id: str
+    file: str
+    action: str
+    anchor: Anchor | None
+    template: str | None
+    params: dict
+    when: Condition | None
+    info: SourceInfo
+
+
+@dataclass(frozen=True)
+class Patch:
+    id: str
+    subject: str
+    message: str
+    changes: tuple
+    info: SourceInfo
+
+
+@dataclass(frozen=True)
+class Series:
+    name: str
+    subject_prefix: str
+    version: int
+    author: str
+    date: str
+    signoffs: tuple
+    cover_subject: str
+    cover_body: str
+    params: dict
+    probes: dict
+    patches: tuple
+    templates: Path
+    info: SourceInfo = field(compare=False)
+
+
+# ---- shape checks ---------------------------------------------------------
+
+def _check_keys(node, what: str, required: tuple, optional: tuple = ()):
+    if not isinstance(node, Node):
+        raise SpecError(f"{what} must be a mapping", _info_of(node))
+    allowed = required + optional
+    for key in node:
+        if key not in allowed:
+            raise SpecError(f"unknown key '{key}'; valid keys are "
+                            + ", ".join(f"'{k}'" for k in allowed),
+                            node.key_info[key].at(item=node.info.item))
+    missing = [k for k in required if k not in node]
+    if missing:
+        raise SpecError(f"missing key '{missing[0]}'", node.info)
+
+
+def _info_of(node) -> SourceInfo | None:
+    return getattr(node, "info", None)
+
+
+def _str(node, key: str, default=None) -> str:
+    value = node.get(key, default)
+    if not isinstance(value, str) or (not value and default is None):
+        raise SpecError(f"'{key}' must be a non-empty string",
+                        node.key_info.get(key, node.info).at(item=node.info.item))
+    return value
+
+
+def _in(node, item: str) -> Node:
+    """Tag a mapping (for messages) with the spec item it describes."""
+    node.info = node.info.at(item=item)
+    return node
+
+
+def _check_id(node, key: str, seen: dict, kind: str) -> str:
+    ident = _str(node, key)
+    if not ID_RE.match(ident):
+        raise SpecError(f"{kind} id '{ident}' must be lower-case letters, "
+                        "digits and '-'", node.key_info[key])
+    if ident in seen:
+        raise SpecError(f"duplicate {kind} id '{ident}' (first defined at "
+                        f"{seen[ident]})", node.key_info[key])
+    seen[ident] = node.key_info[key]
+    return ident
+
+
+def _check_params(node, key: str) -> dict:
+    params = node.get(key, Node())
+    if not isinstance(params, dict):
+        raise SpecError(f"'{key}' must be a mapping", node.key_info[key])
+    out = {}
+    for name, value in params.items():
+        if not isinstance(name, str) or not re.match(r"^[a-z][a-z0-9-]*$", name):
+            raise SpecError(f"parameter name '{name}' must be kebab-case",
+                            params.key_info[name])
+        out[name.replace("-", "_")] = value
+    return out
+
+
+def _check_anchor(node, item: str) -> Anchor:
+    node = _in(node, item)
+    _check_keys(node, "'anchor'", (), SCOPE_KINDS + ("match",))
+    scopes = [k for k in SCOPE_KINDS if k in node]
+    if len(scopes) > 1:
+        raise SpecError("an anchor names one scope, not "
+                        + " and ".join(f"'{k}'" for k in scopes), node.info)
+    if not scopes and "match" not in node:
+        raise SpecError("an anchor needs a scope ("
+                        + ", ".join(f"'{k}'" for k in SCOPE_KINDS)
+                        + ") or 'match'", node.info)
+    match = None
+    if "match" in node:
+        pattern = _str(node, "match")
+        try:
+            match = re.compile(pattern, re.MULTILINE)
+        except re.error as e:
+            raise SpecError(f"'match' is not a valid regular expression: {e}",
+                            node.key_info["match"].at(item=item))
+    kind = scopes[0] if scopes else None
+    return Anchor(kind, _str(node, kind) if kind else None, match,
+                  node.info)
+
+
+def _check_when(node, probes: dict, item: str) -> Condition | None:
+    if "when" not in node:
+        return None
+    text = _str(node, "when").strip()
+    negate = text.startswith("not ")
+    name = text[4:].strip() if negate else text
+    if name not in probes:
+        raise SpecError(f"'when' names unknown probe '{name}'",
+                        node.key_info["when"].at(item=item))
+    return Condition(name, negate)
+
+
+def _check_change(node, patch_id: str, probes: dict, templates: Path,
+                  seen: dict) -> Change:
+    if isinstance(node, Node) and isinstance(node.get("id"), str):
+        _in(node, f"change '{node['id']}' of patch '{patch_id}'")
+    else:
+        _in(node, f"a change of patch '{patch_id}'")
+    _check_keys(node, "a change", ("id", "file", "action"),
+                ("anchor", "template", "params", "when"))
+    item = node.info.item
+    change_id = _check_id(node, "id", seen, "change")
+    action = _str(node, "action")
+    if action not in ACTIONS:
+        raise SpecError(f"unknown action '{action}'; valid actions are "
+                        + ", ".join(f"'{a}'" for a in ACTIONS),
+                        node.key_info["action"].at(item=item))
+    needs_anchor, needs_template = ACTIONS[action]
+    for key, needed in (("anchor", needs_anchor), ("template", needs_template)):
+        if needed and key not in node:
+            raise SpecError(f"action '{action}' needs '{key}'", node.info)
+        if not needed and key in node:
+            raise SpecError(f"action '{action}' takes no '{key}'",
+                            node.key_info[key].at(item=item))
+    anchor = _check_anchor(node["anchor"], item) if needs_anchor else None
+    template = None
+    if needs_template:
+        template = _str(node, "template")
+        if not (templates / template).is_file():
+            raise SpecError(f"template '{template}' not found in "
+                            f"{templates.name}/",
+                            node.key_info["template"].at(item=item))
+    return Change(change_id, _str(node, "file"), action, anchor, template,
+                  _check_params(node, "params"),
+                  _check_when(node, probes, item), node.info)
+
+
+def _check_patch(node, probes: dict, templates: Path, seen_patches: dict,
+                 seen_changes: dict) -> Patch:
+    if isinstance(node, Node) and isinstance(node.get("id"), str):
+        _in(node, f"patch '{node['id']}'")
+    _check_keys(node, "a patch", ("id", "subject", "message", "changes"))
+    patch_id = _check_id(node, "id", seen_patches, "patch")
+    changes = node["changes"]
+    if not isinstance(changes, list) or not changes:
+        raise SpecError("'changes' must be a non-empty list",
+                        node.key_info["changes"].at(item=node.info.item))
+    return Patch(patch_id, _str(node, "subject"),
+                 _str(node, "message").rstrip("\n"),
+                 tuple(_check_change(c, patch_id, probes, templates,
+                                     seen_changes) for c in changes),
+                 node.info)
+
+
+def _check_probes(node) -> dict:
+    probes = {}
+    raw = node.get("probes", Node())
+    if not isinstance(raw, Node):
+        raise SpecError("'probes' must be a mapping", node.key_info["probes"])
+    for name, body in raw.items():
+        item = f"probe '{name}'"
+        if not isinstance(name, str) or not ID_RE.match(name):
+            raise SpecError("probe names are lower-case letters, digits, '-'",
+                            raw.key_info[name])
+        if not isinstance(body, Node):
+            raise SpecError(f"{item} must be a mapping", raw.key_info[name])
+        _in(body, item)
+        _check_keys(body, item, ("file", "anchor"))
+        probes[name] = Probe(name, _str(body, "file"),
+                             _check_anchor(body["anchor"], item), body.info)
+    return probes
+
+
+def _check_date(node) -> str:
+    text = _str(node, "date")
+    try:
+        datetime.datetime.fromisoformat(text)
+    except ValueError:
+        raise SpecError(f"'date' must be an ISO 8601 date and time with a "
+                        f"UTC offset, not '{text}'",
+                        node.key_info["date"].at(item=node.info.item))
+    if datetime.datetime.fromisoformat(text).tzinfo is None:
+        raise SpecError("'date' needs a UTC offset (e.g. +00:00)",
+                        node.key_info["date"].at(item=node.info.item))
+    return text
+
+
+def _check_series_meta(node) -> dict:
+    _in(node, "series")
+    _check_keys(node, "'series'",
+                ("name", "subject-prefix", "author", "date", "cover"),
+                ("version", "signed-off-by"))
+    version = node.get("version", 1)
+    if not isinstance(version, int) or version < 1:
+        raise SpecError("'version' must be a positive integer",
+                        node.key_info["version"].at(item="series"))
+    author = _str(node, "author")
+    if not re.match(r"^[^<>]+ <[^<>@\s]+@[^<>\s]+>$", author):
+        raise SpecError(f"'author' must read 'Name <email>', not '{author}'",
+                        node.key_info["author"].at(item="series"))
+    signoffs = node.get("signed-off-by", [author])
+    if not isinstance(signoffs, list) or not all(
+            isinstance(s, str) for s in signoffs):
+        raise SpecError("'signed-off-by' must be a list of 'Name <email>'",
+                        node.key_info["signed-off-by"].at(item="series"))
+    cover = _in(node["cover"], "series cover")
+    _check_keys(cover, "'cover'", ("subject", "body"))
+    return dict(name=_str(node, "name"),
+                subject_prefix=_str(node, "subject-prefix"),
+                version=version, author=author, date=_check_date(node),
+                signoffs=tuple(signoffs),
+                cover_subject=_str(cover, "subject"),
+                cover_body=_str(cover, "body").rstrip("\n"))
+
+
+def load_series(path: Path, templates: Path | None = None) -> Series:
+    """Load and check a spec; raise SpecError naming file, line and item."""
+    path = Path(path)
+    top = load_yaml(path)
+    _check_keys(top, "a spec", ("series",),
+                ("params", "probes", "include", "patches"))
+    templates = templates or path.parent.parent / "templates"
+    meta = _check_series_meta(top["series"])
+    probes = _check_probes(top)
+    raw_patches = list(top.get("patches", []))
+    for inc in top.get("include", []):
+        if not isinstance(inc, str):
+            raise SpecError("'include' lists file names", top.key_info["include"])
+        sub = load_yaml(path.parent / inc, str(path.parent / inc))
+        _check_keys(sub, "an included spec", ("patches",))
+        if not isinstance(sub["patches"], list):
+            raise SpecError("'patches' must be a list", sub.key_info["patches"])
+        raw_patches += sub["patches"]
+    if not raw_patches:
+        raise SpecError("the spec has no patches", top.info)
+    seen_patches, seen_changes = {}, {}
+    patches = tuple(_check_patch(p, probes, templates, seen_patches,
+                                 seen_changes) for p in raw_patches)
+    return Series(params=_check_params(top, "params"), probes=probes,
+                  patches=patches, templates=templates, info=top.info, **meta)

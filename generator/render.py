@@ -1,0 +1,87 @@
+"""Jinja2 templates -> C (or QAPI, hx, rst) text.
+
+StrictUndefined everywhere: a template that names a parameter the spec does
+not give fails with the template's own file and line.
+"""
+
+import re
+import sys
+from pathlib import Path
+
+import jinja2
+
+from generator.errors import SpecError
+from generator.source import SourceInfo
+
+
+def c_string(text: str) -> str:
+    """A C string literal body: escape backslashes and quotes."""
+    return text.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def qapi_upper(name: str) -> str:
+    """QAPI's camel_to_upper(): the prefix of a QAPI enum's C constants.
+
+    DeviceAdminPowerState -> DEVICE_ADMIN_POWER_STATE, as
+    scripts/qapi/common.py spells it, so templates can name the constants
+    the QAPI generator will emit.
+    """
+    ret, upc = name[0], name[0].isupper()
+    for ch in name[1:]:
+        if ch.isupper() != upc:
+            if upc:
+                if len(ret) > 2 and ret[-2].isalnum():
+                    ret = ret[:-1] + "_" + ret[-1]
+            elif ret[-1].isalnum():
+                ret += "_"
+        ret += ch
+        upc = ch.isupper()
+    return re.sub(r"[^A-Za-z0-9_]", "_", ret.upper()).lstrip("_")
+
+
+FILTERS = {
+    "c_string": c_string,
+    "qapi_upper": qapi_upper,
+}
+
+
+def make_env(templates: Path) -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(templates)),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,
+    )
+    env.filters.update(FILTERS)
+    return env
+
+
+def _template_location(templates: Path, name: str) -> SourceInfo:
+    """The template file and line the current exception was raised at."""
+    tb = sys.exc_info()[2]
+    line = None
+    while tb is not None:
+        if Path(tb.tb_frame.f_code.co_filename).name == Path(name).name:
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return SourceInfo(f"{templates.name}/{name}", line)
+
+
+def render(env: jinja2.Environment, templates: Path, name: str,
+           context: dict, info: SourceInfo) -> str:
+    """Render one template; errors name the template line and the spec item."""
+    try:
+        text = env.get_template(name).render(**context)
+    except jinja2.TemplateSyntaxError as e:
+        raise SpecError(f"template syntax error: {e.message}",
+                        SourceInfo(f"{templates.name}/{name}", e.lineno,
+                                   info.item))
+    except jinja2.UndefinedError as e:
+        where = _template_location(templates, name)
+        raise SpecError(f"{e.message} (rendering for {info})",
+                        where.at(item=None))
+    if text and not text.endswith("\n"):
+        text += "\n"
+    return text

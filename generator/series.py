@@ -1,0 +1,136 @@
+"""Spec + base tree -> commits in a scratch clone -> `git format-patch`.
+
+The output is byte-identical on every run: fixed identities and dates from
+the spec, git's user configuration ignored, and files written only when
+their contents change.
+"""
+
+import re
+import tempfile
+from pathlib import Path
+
+import unidiff
+
+from generator import anchors, edits, gitops
+from generator.errors import AnchorError, CheckFailed
+from generator.model import Series
+from generator.qemutree import BaseTree
+from generator.render import make_env, render
+
+PATCH_NAME = re.compile(r"^\d{4}-.*\.patch$")
+
+
+def next_release(version: str) -> str:
+    """The QEMU feature release after `version` (x.0, x.1, x.2, x+1.0)."""
+    major, minor = (int(p) for p in version.split(".")[:2])
+    return f"{major + 1}.0" if minor >= 2 else f"{major}.{minor + 1}"
+
+
+def evaluate_probes(series: Series, root: Path, release: str) -> dict:
+    """Each probe's truth value on the (unpatched) tree at `root`."""
+    facts = {}
+    for name, probe in series.probes.items():
+        path = root / probe.file
+        if not path.is_file():
+            raise AnchorError(f"probe file {probe.file} not found "
+                              f"(QEMU {release})", probe.info)
+        facts[name] = anchors.exists(path.read_text(encoding="utf-8"),
+                                     probe.file, probe.anchor)
+    return facts
+
+
+def template_context(series: Series, base: BaseTree, facts: dict) -> dict:
+    return {
+        **series.params,
+        "probes": {k.replace("-", "_"): v for k, v in facts.items()},
+        "tree": {"version": base.version,
+                 "since": next_release(base.version)},
+    }
+
+
+def _commit_message(series: Series, patch) -> str:
+    trailers = "\n".join(f"Signed-off-by: {s}" for s in series.signoffs)
+    return f"{patch.subject}\n\n{patch.message}\n\n{trailers}\n"
+
+
+def subject_prefix(series: Series) -> str:
+    return series.subject_prefix + \
+        (f" v{series.version}" if series.version > 1 else "")
+
+
+def _fill_cover_letter(path: Path, series: Series) -> None:
+    text = path.read_text(encoding="utf-8")
+    text = text.replace("*** SUBJECT HERE ***", series.cover_subject, 1)
+    text = text.replace("*** BLURB HERE ***", series.cover_body, 1)
+    path.write_text(text, encoding="utf-8")
+
+
+def validate(series: Series, files: list, applied: list) -> None:
+    """Parse the series back: each patch non-empty, touching only its files."""
+    for path, (patch, changed) in zip(files, applied):
+        parsed = unidiff.PatchSet.from_filename(str(path), encoding="utf-8")
+        if not len(parsed):
+            raise CheckFailed(f"{path.name}: empty patch for patch "
+                              f"'{patch.id}'")
+        for pf in parsed:
+            if pf.path not in changed:
+                raise CheckFailed(f"{path.name}: touches {pf.path}, which "
+                                  f"patch '{patch.id}' does not name")
+
+
+def write_if_changed(path: Path, data: bytes) -> None:
+    if not path.exists() or path.read_bytes() != data:
+        path.write_bytes(data)
+
+
+def generate(series: Series, base: BaseTree, out: Path,
+             progress=lambda msg: None) -> list:
+    """Write the series for `base` into `out`; return the files written."""
+    env = make_env(series.templates)
+    with tempfile.TemporaryDirectory(prefix="gen-series-") as tmp:
+        tmp = Path(tmp)
+        progress(f"cloning the QEMU {base.version} base")
+        repo = gitops.scratch_clone(base.repo, base.commit, tmp / "tree")
+        root = tmp / "tree"
+        facts = evaluate_probes(series, root, base.version)
+        context = template_context(series, base, facts)
+        applied = []
+        for n, patch in enumerate(series.patches, 1):
+            progress(f"[{n}/{len(series.patches)}] {patch.subject}")
+            changed = set()
+            for change in patch.changes:
+                if change.when and not change.when.holds(facts):
+                    continue
+                text = None
+                if change.template:
+                    text = render(env, series.templates, change.template,
+                                  {**context, **change.params}, change.info)
+                edits.apply_change(root, change, text, base.version)
+                changed.add(change.file)
+            if not repo.git.status("--porcelain"):
+                raise CheckFailed(f"patch '{patch.id}' changes nothing on "
+                                  f"QEMU {base.version}", patch.info)
+            gitops.commit_all(repo, _commit_message(series, patch),
+                              series.author, series.date)
+            applied.append((patch, changed))
+
+        staged = tmp / "out"
+        with repo.git.custom_environment(
+                **gitops._identity_env(series.author, series.date)):
+            repo.git.format_patch(
+                f"{base.commit}..HEAD", o=str(staged), cover_letter=True,
+                base=base.commit, zero_commit=True, no_signature=True,
+                numbered=True, subject_prefix=subject_prefix(series),
+                abbrev=12)
+        files = sorted(staged.iterdir())
+        _fill_cover_letter(files[0], series)
+        validate(series, files[1:], applied)
+
+        out.mkdir(parents=True, exist_ok=True)
+        names = {f.name for f in files}
+        for old in out.iterdir():
+            if PATCH_NAME.match(old.name) and old.name not in names:
+                old.unlink()
+        for f in files:
+            write_if_changed(out / f.name, f.read_bytes())
+        return [out / f.name for f in files]
