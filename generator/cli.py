@@ -15,8 +15,12 @@ PROJECT = Path(__file__).resolve().parent.parent
 DEFAULT_SPEC = PROJECT / "specs" / "series.yaml"
 
 
+QUIET = False
+
+
 def progress(msg: str) -> None:
-    print(f"gen-series: {msg}", file=sys.stderr, flush=True)
+    if not QUIET:
+        print(f"gen-series: {msg}", file=sys.stderr, flush=True)
 
 
 def cmd_generate(args) -> int:
@@ -54,6 +58,8 @@ def make_parser() -> argparse.ArgumentParser:
         epilog="Exit status: 0 ok; 1 a build or check failed; 2 the job "
         "could not be done (bad arguments or spec, missing anchor, missing "
         "tool).")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="print no progress, only results and errors")
     sub = parser.add_subparsers(dest="command", required=True,
                                 metavar="COMMAND")
     qemu_help = ("the QEMU to target: a git work tree (only read), a release "
@@ -97,7 +103,9 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    global QUIET
     args = make_parser().parse_args(argv)
+    QUIET = args.quiet
     try:
         return args.func(args)
     except GenError as e:

@@ -11,24 +11,24 @@ def _lines(text: str) -> list:
     return text.splitlines(keepends=True)
 
 
-def _insert_before(lines, region, new):
+def _insert_before(lines, region, new, anchor):
     return lines[:region.start] + new + lines[region.start:]
 
 
-def _insert_after(lines, region, new):
+def _insert_after(lines, region, new, anchor):
     return lines[:region.end] + new + lines[region.end:]
 
 
-def _replace(lines, region, new):
+def _replace(lines, region, new, anchor):
     return lines[:region.start] + new + lines[region.end:]
 
 
-def _insert_at_start(lines, region, new):
+def _insert_at_start(lines, region, new, anchor):
     first, _ = _body(region)
     return lines[:first] + new + lines[first:]
 
 
-def _insert_at_end(lines, region, new):
+def _insert_at_end(lines, region, new, anchor):
     _, closing = _body(region)
     return lines[:closing] + new + lines[closing:]
 
@@ -39,13 +39,13 @@ def _body(region):
     return region.body
 
 
-def _make_non_static(lines, region, new):
+def _make_non_static(lines, region, new, anchor):
     node = region.node
     spec = next((c for c in (node.children if node else [])
                  if c.type == "storage_class_specifier"
                  and c.text == b"static"), None)
     if spec is None:
-        raise anchors.NotFound("it is not static")
+        raise anchors.NotFound(f"{anchor.describe()} is not static")
     row, col = spec.start_point
     raw = lines[row].encode()
     rest = raw[col + len(b"static"):].lstrip(b" \t")
@@ -71,19 +71,18 @@ def apply_change(root: Path, change: Change, rendered: str | None,
     where = f"{change.file} (QEMU {release})"
     if change.action == "create-file":
         if path.exists():
-            raise AnchorError(f"cannot create {where}: it already exists",
+            raise AnchorError(f"{where}: cannot create, it already exists",
                               change.info)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(rendered, encoding="utf-8")
         return
     if not path.is_file():
-        raise AnchorError(f"file {where} not found", change.info)
+        raise AnchorError(f"{where}: no such file", change.info)
     text = path.read_text(encoding="utf-8")
     try:
         region = anchors.resolve(text, change.file, change.anchor)
         lines = HANDLERS[change.action](_lines(text), region,
-                                        _lines(rendered or ""))
+                                        _lines(rendered or ""), change.anchor)
     except anchors.NotFound as e:
-        raise AnchorError(f"anchor {change.anchor.describe()} in {where}: "
-                          f"{e}", change.info)
+        raise AnchorError(f"{where}: {e}", change.info)
     path.write_text("".join(lines), encoding="utf-8")

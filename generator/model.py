@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from generator.errors import SpecError
-from generator.source import SourceInfo
+from generator.source import SourceInfo, display_path
 from generator.specload import Node, load_yaml
 
 # Where an anchor's scope may be: key in the spec -> what it names.
@@ -232,7 +232,7 @@ def _check_change(node, patch_id: str, probes: dict, templates: Path,
         template = _str(node, "template")
         if not (templates / template).is_file():
             raise SpecError(f"template '{template}' not found in "
-                            f"{templates.name}/",
+                            f"{display_path(templates)}/",
                             node.key_info["template"].at(item=item))
     return Change(change_id, _str(node, "file"), action, anchor, template,
                   _check_params(node, "params"),
@@ -320,7 +320,7 @@ def _check_series_meta(node) -> dict:
 def load_series(path: Path, templates: Path | None = None) -> Series:
     """Load and check a spec; raise SpecError naming file, line and item."""
     path = Path(path)
-    top = load_yaml(path)
+    top = load_yaml(path, display_path(path))
     _check_keys(top, "a spec", ("series",),
                 ("params", "probes", "include", "patches"))
     templates = templates or path.parent.parent / "templates"
@@ -330,7 +330,7 @@ def load_series(path: Path, templates: Path | None = None) -> Series:
     for inc in top.get("include", []):
         if not isinstance(inc, str):
             raise SpecError("'include' lists file names", top.key_info["include"])
-        sub = load_yaml(path.parent / inc, str(path.parent / inc))
+        sub = load_yaml(path.parent / inc, display_path(path.parent / inc))
         _check_keys(sub, "an included spec", ("patches",))
         if not isinstance(sub["patches"], list):
             raise SpecError("'patches' must be a list", sub.key_info["patches"])

@@ -11,7 +11,7 @@ from pathlib import Path
 import jinja2
 
 from generator.errors import SpecError
-from generator.source import SourceInfo
+from generator.source import SourceInfo, display_path
 
 
 def c_string(text: str) -> str:
@@ -66,7 +66,7 @@ def _template_location(templates: Path, name: str) -> SourceInfo:
         if Path(tb.tb_frame.f_code.co_filename).name == Path(name).name:
             line = tb.tb_lineno
         tb = tb.tb_next
-    return SourceInfo(f"{templates.name}/{name}", line)
+    return SourceInfo(display_path(templates / name), line)
 
 
 def render(env: jinja2.Environment, templates: Path, name: str,
@@ -76,7 +76,7 @@ def render(env: jinja2.Environment, templates: Path, name: str,
         text = env.get_template(name).render(**context)
     except jinja2.TemplateSyntaxError as e:
         raise SpecError(f"template syntax error: {e.message}",
-                        SourceInfo(f"{templates.name}/{name}", e.lineno,
+                        SourceInfo(display_path(templates / name), e.lineno,
                                    info.item))
     except jinja2.UndefinedError as e:
         where = _template_location(templates, name)

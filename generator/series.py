@@ -32,8 +32,8 @@ def evaluate_probes(series: Series, root: Path, release: str) -> dict:
     for name, probe in series.probes.items():
         path = root / probe.file
         if not path.is_file():
-            raise AnchorError(f"probe file {probe.file} not found "
-                              f"(QEMU {release})", probe.info)
+            raise AnchorError(f"{probe.file} (QEMU {release}): no such file",
+                              probe.info)
         facts[name] = anchors.exists(path.read_text(encoding="utf-8"),
                                      probe.file, probe.anchor)
     return facts

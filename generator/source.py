@@ -1,6 +1,16 @@
 """Where something came from, for error messages."""
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
+
+
+def display_path(path: Path) -> str:
+    """`path` relative to the working directory when it lies below it."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return os.path.normpath(str(path))
 
 
 @dataclass(frozen=True)
