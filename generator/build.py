@@ -10,6 +10,7 @@ ccache is used when installed, keyed on paths relative to the source, so a
 build dir anywhere reuses objects compiled in another.
 """
 
+import hashlib
 import os
 import shlex
 import shutil
@@ -54,6 +55,15 @@ def prepare_source(base: BaseTree, patches: list, build_root: Path,
         raise ToolError(f"--build-dir {build_root}: {src} exists and was not "
                         "made by gen-series; choose another --build-dir")
     repo = gitops.open_repo(src)
+    # Same base, same patches, untouched tree: keep it, so that ninja only
+    # rebuilds what changed since (re-applying would touch every file).
+    stamp = src / ".git" / "gen-series-applied"
+    wanted = _series_stamp(base, patches)
+    if stamp.is_file() and stamp.read_text() == wanted and \
+            not repo.git.status("--porcelain", "--untracked-files=no"):
+        progress(f"series already applied in {src}")
+        return src
+    stamp.unlink(missing_ok=True)
     if (src / ".git" / "rebase-apply").exists():
         repo.git.am("--abort")
     repo.git.checkout("-q", "-f", "--detach", base.commit)
@@ -63,7 +73,15 @@ def prepare_source(base: BaseTree, patches: list, build_root: Path,
         for n, patch in enumerate(patches, 1):
             progress(f"applying [{n}/{len(patches)}] {patch.name}")
             gitops.am(repo, patch)
+    stamp.write_text(wanted)
     return src
+
+
+def _series_stamp(base: BaseTree, patches: list) -> str:
+    h = hashlib.sha256(base.commit.encode())
+    for patch in patches:
+        h.update(patch.read_bytes())
+    return f"{h.hexdigest()}"
 
 
 def _run_logged(cmd: list, cwd: Path, log: Path, env: dict, what: str,

@@ -58,20 +58,28 @@ def scratch_clone(source: Path, commit: str, dest: Path) -> git.Repo:
         git.Repo.clone_from(str(source), str(dest), shared=True,
                             no_checkout=True, env=GIT_ENV)
     except git.GitCommandError as e:
-        raise ToolError(f"cannot clone {source}: {e.stderr.strip()}")
+        raise ToolError(f"cannot clone {source}: {git_message(e)}")
     repo = open_repo(dest)
     repo.git.checkout("-q", "--detach", commit)
     return repo
 
 
+def git_message(e: git.GitCommandError) -> str:
+    """What git itself said, without GitPython's "stderr: '...'" wrapping."""
+    text = (e.stderr or e.stdout or str(e)).strip()
+    for prefix in ("stderr: '", "stdout: '"):
+        if text.startswith(prefix):
+            text = text[len(prefix):].rstrip("'").strip()
+    return text
+
+
 def am(repo: git.Repo, patch: Path) -> None:
     """Apply one patch with `git am`; on failure abort and raise."""
     try:
-        repo.git.am("-q", "--3way", "--keep-cr", str(patch))
+        repo.git.am("-q", "--3way", "--keep-cr", str(Path(patch).resolve()))
     except git.GitCommandError as e:
         try:
             repo.git.am("--abort")
         except git.GitCommandError:
             pass
-        msg = (e.stderr or e.stdout or "").strip()
-        raise CheckFailed(f"{patch.name} does not apply:\n{msg}")
+        raise CheckFailed(f"{patch.name} does not apply:\n{git_message(e)}")

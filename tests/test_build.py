@@ -1,0 +1,134 @@
+"""`gen-series build`: git am onto a clean base, configure, ninja, and the
+built QEMU behaves as the series says.
+
+The real builds are slow (minutes, less with a warm ccache) and marked so;
+they reuse ~/.cache/gen-series/builds/<release> (GEN_SERIES_BUILD_ROOT).
+"""
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import PROJECT, RELEASES, make_git_tree, release_dsc, \
+    run_gen_series
+
+BUILD_ROOT = Path(os.environ.get("GEN_SERIES_BUILD_ROOT",
+                                 Path.home() / ".cache" / "gen-series" /
+                                 "builds"))
+
+
+def test_a_patch_that_does_not_apply_fails_with_its_name(tmp_path):
+    user = make_git_tree(PROJECT / "tests" / "fixtures" / "minitree",
+                         tmp_path / "qemu")
+    series = tmp_path / "series"
+    series.mkdir()
+    (series / "0001-bogus.patch").write_text(
+        "From: A <a@example.org>\nSubject: [PATCH] bogus\n\n---\n"
+        "diff --git a/hw/core/qdev.c b/hw/core/qdev.c\n"
+        "--- a/hw/core/qdev.c\n+++ b/hw/core/qdev.c\n"
+        "@@ -1,3 +1,3 @@\n-not in the file\n+x\n context\n context\n")
+    proc = run_gen_series("build", "--qemu", user, "--series", series,
+                          "--build-dir", tmp_path / "build")
+    assert proc.returncode == 1
+    assert "gen-series: error: 0001-bogus.patch does not apply" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_build_dir_not_ours_is_refused(tmp_path):
+    user = make_git_tree(PROJECT / "tests" / "fixtures" / "minitree",
+                         tmp_path / "qemu")
+    (tmp_path / "build" / "qemu").mkdir(parents=True)
+    series = tmp_path / "series"
+    series.mkdir()
+    (series / "0001-x.patch").write_text("x\n")
+    proc = run_gen_series("build", "--qemu", user, "--series", series,
+                          "--build-dir", tmp_path / "build")
+    assert proc.returncode == 2
+    assert "was not made by gen-series" in proc.stderr
+
+
+def qmp(binary: Path, args: list, commands: list) -> list:
+    """Run QEMU with QMP on stdio; return the replies to `commands`."""
+    lines = [json.dumps({"execute": "qmp_capabilities"})]
+    lines += [json.dumps(c) for c in commands]
+    lines.append(json.dumps({"execute": "quit"}))
+    proc = subprocess.run([binary, *args, "-nodefaults", "-display", "none",
+                           "-S", "-qmp", "stdio"], input="\n".join(lines),
+                          capture_output=True, text=True, timeout=60)
+    replies = [json.loads(line) for line in proc.stdout.splitlines()]
+    replies = [r for r in replies if "return" in r or "error" in r]
+    return replies[1:1 + len(commands)]
+
+
+@pytest.fixture(scope="module", params=list(RELEASES))
+def built(request):
+    """Build the committed series for one release; yield (release, build)."""
+    release = request.param
+    proc = run_gen_series("build", "--qemu", release_dsc(release),
+                          "--series", PROJECT / "patches" / release,
+                          "--build-dir", BUILD_ROOT / release,
+                          "--target", "tests/unit/test-smp-parse")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    binary = Path(proc.stdout.strip().splitlines()[-1])
+    assert binary.name == "qemu-system-aarch64" and binary.is_file()
+    yield release, binary
+
+
+@pytest.mark.slow
+def test_smp_parse_unit_test_passes_with_new_cases(built):
+    _, binary = built
+    proc = subprocess.run([binary.parent / "tests/unit/test-smp-parse",
+                           "--tap"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "ok 9 /test-smp-parse/with_disabledcpus" in proc.stdout
+    assert "/test-smp-parse/disabledcpus_unsupported" in proc.stdout
+    assert "not ok" not in proc.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("smp", ["cpus=2,disabledcpus=2",
+                                 "cpus=2,disabledcpus=3,maxcpus=4"])
+def test_machines_without_opt_in_reject_disabledcpus(built, smp):
+    _, binary = built
+    proc = subprocess.run([binary, "-M", "virt", "-smp", smp, "-nodefaults",
+                           "-display", "none", "-S"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert proc.stderr == ("qemu-system-aarch64: disabledcpus not supported "
+                           "by this machine\n")
+
+
+@pytest.mark.slow
+def test_smp_help_lists_disabledcpus(built):
+    _, binary = built
+    proc = subprocess.run([binary, "-smp", "help"], capture_output=True,
+                          text=True)
+    assert "disabledcpus=<num>" in proc.stdout
+
+
+@pytest.mark.slow
+def test_default_machine_reports_zero_disabled_and_admin_state(built):
+    _, binary = built
+    cpu = "/machine/unattached/device[0]"
+    smp, cpus, state, refused = qmp(binary, ["-M", "virt", "-cpu", "max",
+                                             "-smp", "2,disabledcpus=0"], [
+        {"execute": "qom-get", "arguments": {"path": "/machine",
+                                             "property": "smp"}},
+        {"execute": "query-cpus-fast"},
+        {"execute": "qom-get", "arguments": {
+            "path": cpu, "property": "admin-power-state"}},
+        {"execute": "qom-set", "arguments": {
+            "path": cpu, "property": "admin-power-state",
+            "value": "disabled"}},
+    ])
+    assert smp["return"]["cpus"] == 2
+    assert smp["return"]["maxcpus"] == 2
+    assert smp["return"]["disabledcpus"] == 0
+    assert len(cpus["return"]) == 2
+    assert state["return"] == "enabled"
+    assert refused["error"]["desc"] == ("Device 'max-arm-cpu' does not "
+                                        "support an administrative power "
+                                        "state")
