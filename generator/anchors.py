@@ -35,6 +35,7 @@ class Region:
     end: int                    # one past the last line
     body: tuple | None = None   # (first line inside braces, line of '}')
     node: object = None         # the tree-sitter node, for C scopes
+    span: tuple | None = None   # (start, end) offsets of the text matched
 
 
 @lru_cache(maxsize=1)
@@ -196,6 +197,7 @@ def resolve(text: str, path: str, anchor: Anchor) -> Region:
         raise NotFound(f"/{anchor.match.pattern}/ matches {len(hits)} "
                        f"times{where}; it must match once")
     begin = offsets[scope.start] + hits[0].start()
+    span = (begin, offsets[scope.start] + hits[0].end())
     finish = offsets[scope.start] + max(hits[0].end() - 1, hits[0].start())
     first = text.count("\n", 0, begin)
     last = text.count("\n", 0, finish)
@@ -206,8 +208,8 @@ def resolve(text: str, path: str, anchor: Anchor) -> Region:
         if stmt is not None and stmt.start_point[0] == first:
             region = _region_of_node(lines, stmt, with_comment=False)
             return Region(min(first, region.start), max(last + 1, region.end),
-                          region.body, stmt)
-    return Region(first, last + 1)
+                          region.body, stmt, span)
+    return Region(first, last + 1, span=span)
 
 
 def exists(text: str, path: str, anchor: Anchor) -> bool:

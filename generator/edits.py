@@ -54,12 +54,20 @@ def _make_non_static(lines, region, new, anchor):
     return lines
 
 
+def _replace_match(lines, region, new, anchor):
+    """Replace only the matched text, e.g. one call inside a statement."""
+    text = "".join(lines)
+    start, end = region.span
+    return _lines(text[:start] + "".join(new).rstrip("\n") + text[end:])
+
+
 HANDLERS = {
     "insert-before": _insert_before,
     "insert-after": _insert_after,
     "replace": _replace,
     "insert-at-start": _insert_at_start,
     "insert-at-end": _insert_at_end,
+    "replace-match": _replace_match,
     "make-non-static": _make_non_static,
 }
 

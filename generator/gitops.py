@@ -52,16 +52,48 @@ def commit_all(repo: git.Repo, message: str, author: str, date: str,
     return repo.head.commit.hexsha
 
 
-def scratch_clone(source: Path, commit: str, dest: Path) -> git.Repo:
-    """A throw-away clone of `source` at `commit`; `source` is only read."""
+def scratch_clone(source: Path, commit: str, dest: Path,
+                  sparse: bool = False) -> git.Repo:
+    """A throw-away clone of `source` at `commit`; `source` is only read.
+
+    A sparse clone has the commit in its index but no files in its work
+    tree: callers check out the few files they edit (`checkout_file`),
+    which is much faster than writing a whole QEMU tree.
+    """
     try:
         git.Repo.clone_from(str(source), str(dest), shared=True,
                             no_checkout=True, env=GIT_ENV)
     except git.GitCommandError as e:
         raise ToolError(f"cannot clone {source}: {git_message(e)}")
     repo = open_repo(dest)
-    repo.git.checkout("-q", "--detach", commit)
+    if sparse:
+        repo.git.update_ref("--no-deref", "HEAD", commit)
+        repo.git.read_tree(commit)
+    else:
+        repo.git.checkout("-q", "--detach", commit)
     return repo
+
+
+def checkout_file(repo: git.Repo, path: str) -> None:
+    """Bring one file of HEAD into a sparse clone's work tree, if it exists."""
+    target = Path(repo.working_tree_dir) / path
+    if target.exists():
+        return
+    try:
+        repo.git.checkout("HEAD", "--", path)
+    except git.GitCommandError:
+        pass    # not in the tree: the caller reports it
+
+
+def commit_paths(repo: git.Repo, paths, message: str, author: str,
+                 date: str) -> bool:
+    """Commit `paths` only; False if they did not change anything."""
+    repo.git.add("--", *sorted(paths))
+    if not repo.git.diff("--cached", "--name-only"):
+        return False
+    with repo.git.custom_environment(**_identity_env(author, date)):
+        repo.git.commit("-q", "--no-verify", "-m", message)
+    return True
 
 
 def git_message(e: git.GitCommandError) -> str:

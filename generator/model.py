@@ -31,6 +31,7 @@ ACTIONS = {
     "replace": (True, True),
     "insert-at-start": (True, True),
     "insert-at-end": (True, True),
+    "replace-match": (True, True),
     "make-non-static": (True, False),
     "create-file": (False, True),
 }
@@ -89,6 +90,7 @@ class Patch:
     subject: str
     message: str
     changes: tuple
+    when: Condition | None
     info: SourceInfo
 
 
@@ -220,6 +222,9 @@ def _check_change(node, patch_id: str, probes: dict, templates: Path,
                         + ", ".join(f"'{a}'" for a in ACTIONS),
                         node.key_info["action"].at(item=item))
     needs_anchor, needs_template = ACTIONS[action]
+    if action == "replace-match" and "match" not in node.get("anchor", {}):
+        raise SpecError("action 'replace-match' needs an anchor with "
+                        "'match'", node.key_info["action"].at(item=item))
     for key, needed in (("anchor", needs_anchor), ("template", needs_template)):
         if needed and key not in node:
             raise SpecError(f"action '{action}' needs '{key}'", node.info)
@@ -243,7 +248,8 @@ def _check_patch(node, probes: dict, templates: Path, seen_patches: dict,
                  seen_changes: dict) -> Patch:
     if isinstance(node, Node) and isinstance(node.get("id"), str):
         _in(node, f"patch '{node['id']}'")
-    _check_keys(node, "a patch", ("id", "subject", "message", "changes"))
+    _check_keys(node, "a patch", ("id", "subject", "message", "changes"),
+                ("when",))
     patch_id = _check_id(node, "id", seen_patches, "patch")
     changes = node["changes"]
     if not isinstance(changes, list) or not changes:
@@ -253,7 +259,7 @@ def _check_patch(node, probes: dict, templates: Path, seen_patches: dict,
                  _str(node, "message").rstrip("\n"),
                  tuple(_check_change(c, patch_id, probes, templates,
                                      seen_changes) for c in changes),
-                 node.info)
+                 _check_when(node, probes, node.info.item), node.info)
 
 
 def _check_probes(node) -> dict:

@@ -90,13 +90,20 @@ def generate(series: Series, base: BaseTree, out: Path,
     with tempfile.TemporaryDirectory(prefix="gen-series-") as tmp:
         tmp = Path(tmp)
         progress(f"cloning the QEMU {base.version} base")
-        repo = gitops.scratch_clone(base.repo, base.commit, tmp / "tree")
+        repo = gitops.scratch_clone(base.repo, base.commit, tmp / "tree",
+                                    sparse=True)
         root = tmp / "tree"
+        for path in sorted({p.file for p in series.probes.values()} |
+                           {c.file for p in series.patches
+                            for c in p.changes}):
+            gitops.checkout_file(repo, path)
         facts = evaluate_probes(series, root, base.version)
         context = template_context(series, base, facts)
         applied = []
-        for n, patch in enumerate(series.patches, 1):
-            progress(f"[{n}/{len(series.patches)}] {patch.subject}")
+        patches = [p for p in series.patches
+                   if p.when is None or p.when.holds(facts)]
+        for n, patch in enumerate(patches, 1):
+            progress(f"[{n}/{len(patches)}] {patch.subject}")
             changed = set()
             for change in patch.changes:
                 if change.when and not change.when.holds(facts):
@@ -107,11 +114,11 @@ def generate(series: Series, base: BaseTree, out: Path,
                                   {**context, **change.params}, change.info)
                 edits.apply_change(root, change, text, base.version)
                 changed.add(change.file)
-            if not repo.git.status("--porcelain"):
+            if not gitops.commit_paths(repo, changed,
+                                       _commit_message(series, patch),
+                                       series.author, series.date):
                 raise CheckFailed(f"patch '{patch.id}' changes nothing on "
                                   f"QEMU {base.version}", patch.info)
-            gitops.commit_all(repo, _commit_message(series, patch),
-                              series.author, series.date)
             applied.append((patch, changed))
 
         staged = tmp / "out"
