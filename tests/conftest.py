@@ -1,6 +1,7 @@
 """Shared fixtures: the project root, the QEMU releases in ../shared, and
 small git trees made for the toolkit's own tests."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -53,3 +54,39 @@ def release_dsc(release: str) -> Path:
     if not dsc.is_file():
         pytest.skip(f"{dsc} is not there")
     return dsc
+
+
+BUILD_ROOT = Path(os.environ.get("GEN_SERIES_BUILD_ROOT",
+                                 Path.home() / ".cache" / "gen-series" /
+                                 "builds"))
+
+
+@pytest.fixture(scope="session", params=list(RELEASES))
+def built(request):
+    """The committed series for one release, applied and built with
+    `gen-series build` (incremental: ~/.cache/gen-series/builds/<release>,
+    or GEN_SERIES_BUILD_ROOT).  Yields (release, qemu-system-aarch64)."""
+    release = request.param
+    proc = run_gen_series("build", "--qemu", release_dsc(release),
+                          "--series", PROJECT / "patches" / release,
+                          "--build-dir", BUILD_ROOT / release,
+                          "--target", "tests/unit/test-smp-parse")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    binary = Path(proc.stdout.strip().splitlines()[-1])
+    assert binary.name == "qemu-system-aarch64" and binary.is_file()
+    yield release, binary
+
+
+def qmp(binary: Path, args: list, commands: list) -> list:
+    """Run QEMU (-S, no defaults) with QMP on stdio; return the replies to
+    `commands`, in order."""
+    lines = [json.dumps({"execute": "qmp_capabilities"})]
+    lines += [json.dumps(c) for c in commands]
+    lines.append(json.dumps({"execute": "quit"}))
+    proc = subprocess.run([binary, *args, "-nodefaults", "-display", "none",
+                           "-S", "-qmp", "stdio"], input="\n".join(lines),
+                          capture_output=True, text=True, timeout=60)
+    replies = [json.loads(line) for line in proc.stdout.splitlines()]
+    replies = [r for r in replies if "return" in r or "error" in r]
+    assert len(replies) == len(commands) + 2, proc.stderr
+    return replies[1:1 + len(commands)]
