@@ -202,7 +202,10 @@ def resolve(text: str, path: str, anchor: Anchor) -> Region:
     first = text.count("\n", 0, begin)
     last = text.count("\n", 0, finish)
     if anchor.scope_kind == "function":
-        byte = len(text[:begin].encode())
+        # a match may start with indentation: look at its first token
+        matched = hits[0].group(0)
+        token = begin + len(matched) - len(matched.lstrip())
+        byte = len(text[:token].encode())
         leaf = scope.node.descendant_for_byte_range(byte, byte)
         stmt = _statement_around(leaf, scope.node)
         if stmt is not None and stmt.start_point[0] == first:

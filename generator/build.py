@@ -117,33 +117,53 @@ def build_env(src: Path) -> dict:
     return env
 
 
-def configure(src: Path, build_root: Path, progress,
-              extra_args: list = ()) -> Path:
-    """Configure <src>/build unless it is already configured the same way."""
-    build = src / "build"
-    cc = "gcc"
-    args = list(CONFIGURE_ARGS) + list(extra_args)
-    if shutil.which("ccache"):
-        args.append(f"--cc=ccache {cc}")
+def configure(src: Path, build: Path, build_root: Path, progress,
+              args: list, env: dict) -> Path:
+    """Configure `build` unless it is already configured the same way."""
     stamp = build / ".gen-series-configure"
     if stamp.is_file() and stamp.read_text() == "\n".join(args) and \
             (build / "build.ninja").is_file():
         return build
     shutil.rmtree(build, ignore_errors=True)
     build.mkdir(parents=True)
-    _run_logged(["../configure", *args], build, build_root / "configure.log",
-                build_env(src), "configure", progress)
+    _run_logged(["../configure", *args], build,
+                build_root / f"configure-{build.name}.log", env,
+                "configure", progress)
     stamp.write_text("\n".join(args))
     return build
 
 
-def ninja(src: Path, build_root: Path, targets: list, progress) -> None:
+def ninja(build: Path, build_root: Path, targets: list, env: dict,
+          progress) -> None:
     if shutil.which("ninja") is None:
         raise ToolError("ninja is needed to build QEMU (apt-get install "
                         "ninja-build)")
     jobs = str(os.cpu_count() or 2)
-    _run_logged(["ninja", "-j", jobs, *targets], src / "build",
-                build_root / "ninja.log", build_env(src), "build", progress)
+    _run_logged(["ninja", "-j", jobs, *targets], build,
+                build_root / f"ninja-{build.name}.log", env, "build",
+                progress)
+
+
+def check_warnings(log: Path, c_files: list, src: Path) -> None:
+    """Fail on compiler warnings in the files the series changes: the
+    release builds with --disable-werror, QEMU's own CI does not."""
+    found = []
+    for line in log.read_text(errors="replace").splitlines():
+        if ": warning: " in line:
+            path = line.split(":", 1)[0].removeprefix("../")
+            if path in c_files:
+                found.append(line)
+    if found:
+        # the next run must recompile these files to show them again
+        (src / ".git" / "gen-series-applied").unlink(missing_ok=True)
+        raise CheckFailed("compiler warnings in files the series changes:\n"
+                          + "\n".join(found))
+
+
+def _compiler(cc: str) -> str:
+    if shutil.which(cc) is None:
+        raise ToolError(f"{cc} is needed for this build")
+    return f"--cc=ccache {cc}" if shutil.which("ccache") else f"--cc={cc}"
 
 
 def build(base: BaseTree, series_dir: Path, build_root: Path, progress,
@@ -151,6 +171,85 @@ def build(base: BaseTree, series_dir: Path, build_root: Path, progress,
     """Apply, configure, build; return the qemu-system-aarch64 path."""
     build_root = build_root.resolve()
     src = prepare_source(base, series_files(series_dir), build_root, progress)
-    configure(src, build_root, progress)
-    ninja(src, build_root, [BINARY, *targets], progress)
-    return src / "build" / BINARY
+    env = build_env(src)
+    build_dir = configure(src, src / "build", build_root, progress,
+                          CONFIGURE_ARGS + [_compiler("gcc")], env)
+    ninja(build_dir, build_root, [BINARY, *targets], env, progress)
+    check_warnings(build_root / f"ninja-{build_dir.name}.log",
+                   touched_c_files(series_files(series_dir)), src)
+    return build_dir / BINARY
+
+
+# ---- the aarch64 cross build, for the code only an Arm host compiles ------
+
+CROSS_PREFIX = "aarch64-linux-gnu-"
+
+
+def cross_sysroot() -> Path:
+    """Where .ci/setup unpacks libfdt-dev:arm64 (Debian's is not
+    multi-arch: installing it would remove the native one)."""
+    from generator.qemutree import cache_dir
+    return cache_dir() / "sysroot-arm64"
+
+
+def _cross_env(src: Path, build_root: Path) -> dict:
+    env = build_env(src)
+    # QEMU's configure asks ${cross_prefix}pkg-config, which bookworm lacks
+    wrapper = build_root / f"{CROSS_PREFIX}pkg-config"
+    wrapper.write_text("#!/bin/sh\nPKG_CONFIG_LIBDIR=/usr/lib/aarch64-linux-"
+                       "gnu/pkgconfig:/usr/share/pkgconfig exec pkg-config "
+                       "\"$@\"\n")
+    wrapper.chmod(0o755)
+    env["PKG_CONFIG"] = str(wrapper)
+    return env
+
+
+def touched_c_files(patches: list) -> list:
+    """The C files a series changes, in order."""
+    import unidiff
+    files = []
+    for patch in patches:
+        for pf in unidiff.PatchSet.from_filename(str(patch),
+                                                 encoding="utf-8"):
+            if pf.path.endswith(".c") and not pf.is_removed_file and \
+                    pf.path not in files:
+                files.append(pf.path)
+    return files
+
+
+def object_targets(build_dir: Path, c_files: list) -> dict:
+    """ninja object targets compiling each file, in a configured build."""
+    listing = subprocess.run(["ninja", "-t", "targets", "all"], cwd=build_dir,
+                             capture_output=True, text=True, check=True)
+    objects = [line.split(":")[0] for line in listing.stdout.splitlines()
+               if line.endswith(": c_COMPILER")]
+    return {c: [o for o in objects
+                if o.endswith("/" + c.replace("/", "_") + ".o")]
+            for c in c_files}
+
+
+def cross_build(base: BaseTree, series_dir: Path, build_root: Path,
+                progress) -> dict:
+    """Compile, for an aarch64 host with KVM, every C file the series
+    changes that such a build compiles; return {file: [objects]}."""
+    build_root = build_root.resolve()
+    sysroot = cross_sysroot()
+    if not (sysroot / "usr" / "include" / "libfdt.h").is_file():
+        raise ToolError(f"no arm64 libfdt in {sysroot}: run .ci/setup (it "
+                        "unpacks libfdt-dev:arm64 there)")
+    patches = series_files(series_dir)
+    src = prepare_source(base, patches, build_root, progress)
+    env = _cross_env(src, build_root)
+    args = CONFIGURE_ARGS + [
+        f"--cross-prefix={CROSS_PREFIX}", "--enable-kvm",
+        _compiler(f"{CROSS_PREFIX}gcc"),
+        f"--extra-cflags=-I{sysroot}/usr/include",
+        f"--extra-ldflags=-L{sysroot}/usr/lib/aarch64-linux-gnu"]
+    build_dir = configure(src, src / "build-aarch64", build_root, progress,
+                          args, env)
+    objects = object_targets(build_dir, touched_c_files(patches))
+    wanted = [o for objs in objects.values() for o in objs]
+    ninja(build_dir, build_root, wanted, env, progress)
+    check_warnings(build_root / f"ninja-{build_dir.name}.log",
+                   list(objects), src)
+    return objects

@@ -84,6 +84,12 @@ def test_match_on_a_statement_selects_the_whole_statement():
     assert lines == ["    call_something(a,", "                   b);"]
 
 
+def test_match_starting_with_indentation_still_selects_the_statement():
+    lines, _ = lines_of(C_SRC, anchor("function", "foo",
+                                      r"^    if \(b > 2\) \{\n"))
+    assert lines == ["    if (b > 2) {", "        b = 2;", "    }"]
+
+
 def test_match_inside_a_statement_selects_the_matched_lines():
     lines, _ = lines_of(C_SRC, anchor("function", "foo", r"^\s+b\);"))
     assert lines == ["                   b);"]
