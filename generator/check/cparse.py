@@ -1,0 +1,162 @@
+"""Parse one function of a real, patched QEMU file with pycparser.
+
+The file is preprocessed by the compiler exactly as the build compiles it
+(its compile_commands.json entry: config headers, generated QAPI headers,
+-D flags), so macros such as ERRP_GUARD() or error_setg() are expanded as
+in the real build.  pycparser cannot parse all of glibc and QEMU's GNU C,
+so only the function of interest is handed to it: tree-sitter finds it in
+the preprocessed text, GNU attributes and asm labels are dropped, and every
+type name it uses is declared in a short prelude.
+"""
+
+import json
+import re
+import shlex
+import subprocess
+from functools import lru_cache
+from pathlib import Path
+
+from pycparser import c_ast
+from pycparserext.ext_c_parser import GnuCParser
+
+from generator import anchors
+from generator.errors import ToolError
+
+PRELUDE_TYPES = {
+    "_Float32": "float", "_Float64": "double", "_Float32x": "double",
+    "_Float64x": "long double", "_Float128": "long double",
+    "__int128_t": "long long", "__uint128_t": "unsigned long long",
+    "__builtin_va_list": "int",
+}
+REWRITES = [(r"\b__int128\b", "long long"), (r"\b__signed__\b", "signed"),
+            (r"\b__extension__\b", ""), (r"\b__restrict\b", ""),
+            (r"\b__inline\b", "inline"), (r"\b_Noreturn\b", ""),
+            (r"\b__volatile__\b", "volatile"), (r"\b__const\b", "const"),
+            (r"\?\s*:", "? 0 :")]        # GNU "a ?: b"
+
+
+class ParseFailed(Exception):
+    pass
+
+
+def _strip_balanced(text: str, keyword: str, replacement: str = "") -> str:
+    """Replace `keyword (...)`, parentheses balanced, with `replacement`."""
+    out, pos = [], 0
+    for m in re.finditer(keyword, text):
+        if m.start() < pos:
+            continue
+        i = m.end()
+        while i < len(text) and text[i] in " \t\n":
+            i += 1
+        if i >= len(text) or text[i] != "(":
+            continue
+        depth, j = 0, i
+        while j < len(text):
+            depth += {"(": 1, ")": -1}.get(text[j], 0)
+            if depth == 0:
+                break
+            j += 1
+        out.append(text[pos:m.start()] + replacement)
+        pos = j + 1
+    out.append(text[pos:])
+    return "".join(out)
+
+
+def _strip_statement_expressions(text: str) -> str:
+    """Replace GNU statement expressions `({ ... })` by 0: they come from
+    macros (g_new, assert, QTAILQ...), whose insides no invariant reads."""
+    out, pos = [], 0
+    while True:
+        start = text.find("({", pos)
+        if start < 0:
+            break
+        depth, j = 0, start
+        while j < len(text):
+            depth += {"(": 1, ")": -1}.get(text[j], 0)
+            if depth == 0:
+                break
+            j += 1
+        out.append(text[pos:start] + "(0)")
+        pos = j + 1
+    out.append(text[pos:])
+    return "".join(out)
+
+
+def _compile_command(build_dirs: list, rel_path: str):
+    for build_dir in build_dirs:
+        db = Path(build_dir) / "compile_commands.json"
+        if not db.is_file():
+            continue
+        for entry in json.loads(db.read_text()):
+            if entry["file"].endswith("/" + rel_path) or \
+                    entry["file"] == rel_path:
+                return entry
+    return None
+
+
+def preprocess(build_dirs: list, rel_path: str) -> str:
+    """The preprocessed text of `rel_path`, as the build compiles it."""
+    entry = _compile_command(build_dirs, rel_path)
+    if entry is None:
+        raise ToolError(f"{rel_path} is compiled by none of the builds "
+                        f"({', '.join(map(str, build_dirs))})")
+    args, out, skip = shlex.split(entry["command"]), [], False
+    for a in args:
+        if skip:
+            skip = False
+        elif a in ("-o", "-MQ", "-MF"):
+            skip = True
+        elif a not in ("-c", "-MD") and not a.endswith("ccache"):
+            out.append(a)
+    out = [a for a in out if a != entry["file"]]
+    proc = subprocess.run(out + ["-E", "-P", entry["file"]],
+                          cwd=entry["directory"], capture_output=True,
+                          text=True)
+    if proc.returncode != 0:
+        raise ToolError(f"preprocessing {rel_path} failed:\n"
+                        + proc.stderr[-2000:])
+    return proc.stdout
+
+
+C_TYPE_KEYWORDS = {"_Bool", "_Complex", "void", "char", "short", "int",
+                   "long", "float", "double", "signed", "unsigned"}
+
+
+def _type_names(node) -> set:
+    names = set()
+    for n in anchors._walk(node):
+        if n.type in ("type_identifier", "primitive_type"):
+            names.add(n.text.decode())
+    return names - C_TYPE_KEYWORDS
+
+
+@lru_cache(maxsize=64)
+def _preprocessed(build_dirs: tuple, rel_path: str) -> str:
+    return preprocess(list(build_dirs), rel_path)
+
+
+def parse_function(build_dirs: list, rel_path: str,
+                   name: str) -> c_ast.FuncDef:
+    """pycparser's AST of function `name` in `rel_path` (preprocessed)."""
+    text = _preprocessed(tuple(map(str, build_dirs)), rel_path)
+    tree = anchors._parser().parse(text.encode())
+    nodes = list(anchors._scope_nodes(tree.root_node, "function", name))
+    if not nodes:
+        raise ParseFailed(f"function {name} is not in {rel_path}")
+    node = nodes[0]
+    source = _strip_statement_expressions(node.text.decode())
+    source = _strip_balanced(source, r"\b__attribute__\b")
+    source = _strip_balanced(source, r"\b__builtin_(types_compatible_p|"
+                             r"choose_expr|offsetof|va_arg)\b", "0")
+    source = _strip_balanced(source, r"\b(__asm__|__asm)\b")
+    for pattern, repl in REWRITES:
+        source = re.sub(pattern, repl, source)
+    prelude = "".join(f"typedef {PRELUDE_TYPES.get(t, 'int')} {t};\n"
+                      for t in sorted(_type_names(node)))
+    try:
+        ast = GnuCParser().parse(prelude + source, f"{rel_path}:{name}")
+    except Exception as e:      # pycparser raises plain ParseError types
+        raise ParseFailed(f"pycparser cannot parse {name} in {rel_path}: "
+                          f"{e}")
+    funcs = [d for d in ast.ext if isinstance(d, c_ast.FuncDef)]
+    return funcs[-1]
