@@ -67,7 +67,8 @@ def prepare_source(base: BaseTree, patches: list, build_root: Path,
     if (src / ".git" / "rebase-apply").exists():
         repo.git.am("--abort")
     repo.git.checkout("-q", "-f", "--detach", base.commit)
-    repo.git.clean("-q", "-f", "-d", "-x", "-e", "/build/")
+    repo.git.clean("-q", "-f", "-d", "-x", "-e", "/build/",
+                   "-e", "/build-aarch64/")
     with repo.git.custom_environment(GIT_COMMITTER_NAME="gen-series",
                                      GIT_COMMITTER_EMAIL="gen-series@localhost"):
         for n, patch in enumerate(patches, 1):
@@ -228,6 +229,15 @@ def object_targets(build_dir: Path, c_files: list) -> dict:
             for c in c_files}
 
 
+def cross_configure_args() -> list:
+    sysroot = cross_sysroot()
+    return CONFIGURE_ARGS + [
+        f"--cross-prefix={CROSS_PREFIX}", "--enable-kvm",
+        _compiler(f"{CROSS_PREFIX}gcc"),
+        f"--extra-cflags=-I{sysroot}/usr/include",
+        f"--extra-ldflags=-L{sysroot}/usr/lib/aarch64-linux-gnu"]
+
+
 def cross_build(base: BaseTree, series_dir: Path, build_root: Path,
                 progress) -> dict:
     """Compile, for an aarch64 host with KVM, every C file the series
@@ -240,13 +250,8 @@ def cross_build(base: BaseTree, series_dir: Path, build_root: Path,
     patches = series_files(series_dir)
     src = prepare_source(base, patches, build_root, progress)
     env = _cross_env(src, build_root)
-    args = CONFIGURE_ARGS + [
-        f"--cross-prefix={CROSS_PREFIX}", "--enable-kvm",
-        _compiler(f"{CROSS_PREFIX}gcc"),
-        f"--extra-cflags=-I{sysroot}/usr/include",
-        f"--extra-ldflags=-L{sysroot}/usr/lib/aarch64-linux-gnu"]
     build_dir = configure(src, src / "build-aarch64", build_root, progress,
-                          args, env)
+                          cross_configure_args(), env)
     objects = object_targets(build_dir, touched_c_files(patches))
     wanted = [o for objs in objects.values() for o in objs]
     ninja(build_dir, build_root, wanted, env, progress)

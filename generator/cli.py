@@ -56,6 +56,55 @@ def cmd_build(args) -> int:
     return 0
 
 
+def cmd_check(args) -> int:
+    import tempfile
+
+    from generator.check import pipeline
+    from generator.model import load_series
+    from generator.qemutree import cache_dir, resolve_base
+    from generator.series import generate
+
+    series = load_series(args.spec, args.templates)
+    base = resolve_base(args.qemu, progress)
+    steps = [s for s in (args.only or pipeline.STEPS) if s not in args.skip]
+    build_root = args.build_dir or cache_dir() / "builds" / base.version
+    with tempfile.TemporaryDirectory(prefix="gen-series-check-") as tmp:
+        series_dir = args.series
+        if series_dir is None:
+            progress(f"no --series: generating it from {args.spec}")
+            series_dir = Path(tmp) / "series"
+            generate(series, base, series_dir, progress)
+        results = pipeline.run(base, series_dir, build_root, series, steps,
+                               progress)
+        if args.json:
+            args.json.write_text(pipeline.to_json(results, base, series_dir))
+    print_summary(results, base)
+    return 0 if all(r.ok for r in results) else 1
+
+
+def print_summary(results, base) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"gen-series check: QEMU {base.version}",
+                  title_justify="left")
+    for column in ("step", "result", "seconds", "summary"):
+        table.add_column(column)
+    for r in results:
+        verdict = "skipped" if r.skipped else ("PASS" if r.ok else "FAIL")
+        style = "dim" if r.skipped else ("green" if r.ok else "bold red")
+        table.add_row(r.name, f"[{style}]{verdict}[/]", str(r.seconds),
+                      r.summary)
+    console = Console(highlight=False, width=100)
+    console.print(table)
+    for r in results:
+        for item in r.items:
+            if not item["ok"]:
+                console.print(f"[bold red]{r.name}[/] {item['patch']}:",
+                              markup=True)
+                console.print(item["message"], markup=False)
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gen-series",
@@ -111,6 +160,42 @@ def make_parser() -> argparse.ArgumentParser:
                      "KVM code only compiles for an Arm host); prints each "
                      "file and its object files")
     bld.set_defaults(func=cmd_build)
+
+    from generator.check.pipeline import STEPS
+    chk = sub.add_parser(
+        "check", help="is the series ready to send? apply, checkpatch, "
+        "bisectable builds, structure invariants",
+        description="Check a series on one QEMU release, in order: "
+        + ", ".join(STEPS) + ".  apply: git am of each patch onto a clean "
+        "base.  checkpatch: the tree's scripts/checkpatch.pl on each patch "
+        "(errors and warnings fail).  bisect: after each patch, compile the "
+        "C files it changes and the series' C files that include a header "
+        "it changes (native, and in the aarch64 KVM cross build for what "
+        "only that compiles), then build qemu-system-aarch64 at the tip.  "
+        "invariants: the spec's structure invariants, checked with "
+        "pycparser on the real preprocessed files.  Exit status 0 only if "
+        "every step passes.")
+    chk.add_argument("--qemu", required=True, metavar="PATH", help=qemu_help)
+    chk.add_argument("--series", type=Path, metavar="DIR",
+                     help="the series to check (default: generate it from "
+                     "the spec first); a series from an older spec works too")
+    chk.add_argument("--build-dir", type=Path, metavar="DIR",
+                     help="work directory, reused between runs (default: "
+                     "~/.cache/gen-series/builds/<release>, shared with "
+                     "`build`)")
+    chk.add_argument("--spec", type=Path, default=DEFAULT_SPEC,
+                     help="the spec whose invariants are checked (default: "
+                     "%(default)s)")
+    chk.add_argument("--templates", type=Path, default=None, metavar="DIR",
+                     help=argparse.SUPPRESS)
+    chk.add_argument("--only", action="append", choices=STEPS,
+                     metavar="STEP", help="run only this step (repeatable): "
+                     + ", ".join(STEPS))
+    chk.add_argument("--skip", action="append", choices=STEPS, default=[],
+                     metavar="STEP", help="skip this step (repeatable)")
+    chk.add_argument("--json", type=Path, metavar="FILE",
+                     help="also write every step's result as JSON")
+    chk.set_defaults(func=cmd_check)
     return parser
 
 

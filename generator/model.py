@@ -95,6 +95,18 @@ class Patch:
 
 
 @dataclass(frozen=True)
+class Invariant:
+    id: str
+    kind: str
+    file: str | None
+    params: dict            # kebab-case keys, names rendered from params
+    info: SourceInfo
+
+    def __getitem__(self, key):
+        return self.params[key]
+
+
+@dataclass(frozen=True)
 class Series:
     name: str
     subject_prefix: str
@@ -108,7 +120,8 @@ class Series:
     probes: dict
     patches: tuple
     templates: Path
-    info: SourceInfo = field(compare=False)
+    invariants: tuple = ()
+    info: SourceInfo = field(compare=False, default=None)
 
 
 # ---- shape checks ---------------------------------------------------------
@@ -323,28 +336,69 @@ def _check_series_meta(node) -> dict:
                 cover_body=_str(cover, "body").rstrip("\n"))
 
 
+def _check_invariant(node, params: dict, seen: dict) -> Invariant:
+    from jinja2 import Environment, StrictUndefined, TemplateError
+
+    from generator.check.invariants import KINDS
+
+    if isinstance(node, Node) and isinstance(node.get("id"), str):
+        _in(node, f"invariant '{node['id']}'")
+    if not isinstance(node, Node):
+        raise SpecError("an invariant must be a mapping", _info_of(node))
+    ident = _check_id(node, "id", seen, "invariant")
+    kind = _str(node, "kind")
+    if kind not in KINDS:
+        raise SpecError(f"unknown invariant kind '{kind}'; valid kinds are "
+                        + ", ".join(f"'{k}'" for k in KINDS),
+                        node.key_info["kind"].at(item=node.info.item))
+    required = KINDS[kind][1]
+    _check_keys(node, f"a '{kind}' invariant", ("id", "kind") + required)
+    env = Environment(undefined=StrictUndefined)
+    values = {}
+    for key in required:
+        value = node[key]
+        try:
+            if isinstance(value, str):
+                value = env.from_string(value).render(**params)
+            elif isinstance(value, list):
+                value = [env.from_string(v).render(**params) for v in value]
+        except TemplateError as e:
+            raise SpecError(f"'{key}': {e}",
+                            node.key_info[key].at(item=node.info.item))
+        values[key] = value
+    return Invariant(ident, kind, values.get("file"), values, node.info)
+
+
 def load_series(path: Path, templates: Path | None = None) -> Series:
     """Load and check a spec; raise SpecError naming file, line and item."""
     path = Path(path)
     top = load_yaml(path, display_path(path))
     _check_keys(top, "a spec", ("series",),
-                ("params", "probes", "include", "patches"))
+                ("params", "probes", "include", "patches", "invariants"))
     templates = templates or path.parent.parent / "templates"
     meta = _check_series_meta(top["series"])
     probes = _check_probes(top)
     raw_patches = list(top.get("patches", []))
+    raw_invariants = list(top.get("invariants", []))
     for inc in top.get("include", []):
         if not isinstance(inc, str):
             raise SpecError("'include' lists file names", top.key_info["include"])
         sub = load_yaml(path.parent / inc, display_path(path.parent / inc))
-        _check_keys(sub, "an included spec", ("patches",))
-        if not isinstance(sub["patches"], list):
-            raise SpecError("'patches' must be a list", sub.key_info["patches"])
-        raw_patches += sub["patches"]
+        _check_keys(sub, "an included spec", (), ("patches", "invariants"))
+        for key in ("patches", "invariants"):
+            if not isinstance(sub.get(key, []), list):
+                raise SpecError(f"'{key}' must be a list", sub.key_info[key])
+        raw_patches += sub.get("patches", [])
+        raw_invariants += sub.get("invariants", [])
     if not raw_patches:
         raise SpecError("the spec has no patches", top.info)
     seen_patches, seen_changes = {}, {}
     patches = tuple(_check_patch(p, probes, templates, seen_patches,
                                  seen_changes) for p in raw_patches)
-    return Series(params=_check_params(top, "params"), probes=probes,
-                  patches=patches, templates=templates, info=top.info, **meta)
+    params = _check_params(top, "params")
+    seen_invariants = {}
+    invariants = tuple(_check_invariant(i, params, seen_invariants)
+                       for i in raw_invariants)
+    return Series(params=params, probes=probes, patches=patches,
+                  templates=templates, invariants=invariants, info=top.info,
+                  **meta)

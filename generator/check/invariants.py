@@ -1,0 +1,333 @@
+"""Structure invariants: spec data (kind + parameters) checked on the
+patched tree by a small library of checkers.
+
+Function-level kinds read pycparser's AST of the real, preprocessed
+function (cparse.py); series-level kinds read the series' own diffs and the
+patched tree.  A checker returns a list of violations; each names the
+patch, the file and the function.  A new invariant is a spec entry; a new
+kind is one function here and one line in KINDS.
+"""
+
+import re
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import unidiff
+from pycparser import c_ast
+
+from generator import anchors
+from generator.check import cparse
+
+
+@dataclass
+class Context:
+    src: Path               # the patched tree (a git repo, tip checked out)
+    build_dirs: list        # configured builds with compile_commands.json
+    commits: list           # [(patch file name, commit sha)] in order
+    base: str
+
+    def git(self, *args) -> str:
+        return subprocess.run(["git", *args], cwd=self.src,
+                              capture_output=True, text=True).stdout
+
+    def patch_touching(self, path: str, function: str) -> str:
+        """The last patch of the series that changed `function`."""
+        out = self.git("log", "--format=%H", f"-L:{function}:{path}",
+                       "--no-patch", f"{self.base}..HEAD")
+        shas = [line for line in out.splitlines() if re.match(r"^[0-9a-f]{40}$",
+                                                              line)]
+        names = {sha: name for name, sha in self.commits}
+        for sha in shas:
+            if sha in names:
+                return names[sha]
+        return "(no patch of the series)"
+
+
+# ---- walking pycparser's AST ----------------------------------------------
+
+def _calls(node, name=None):
+    """FuncCall nodes below `node`, in source order."""
+    found = []
+
+    class Visitor(c_ast.NodeVisitor):
+        def visit_FuncCall(self, call):
+            if isinstance(call.name, c_ast.ID) and \
+                    (name is None or call.name.name == name):
+                found.append(call)
+            self.generic_visit(call)
+
+    Visitor().visit(node)
+    return found
+
+
+def _mentions(node, ident: str) -> bool:
+    class Visitor(c_ast.NodeVisitor):
+        hit = False
+
+        def visit_ID(self, n):
+            if n.name == ident:
+                Visitor.hit = True
+
+    if node is None:
+        return False
+    Visitor().visit(node)
+    return Visitor.hit
+
+
+def _blocks(node):
+    """Every compound statement below `node`, outermost first."""
+    found = []
+
+    class Visitor(c_ast.NodeVisitor):
+        def visit_Compound(self, block):
+            found.append(block)
+            self.generic_visit(block)
+
+    Visitor().visit(node)
+    return found
+
+
+def _line(node) -> int:
+    return node.coord.line if node.coord else 0
+
+
+# ---- function-level kinds --------------------------------------------------
+
+def check_call_order(ctx, inv) -> list:
+    """`first` is called before `then` in `function`."""
+    fn = cparse.parse_function(ctx.build_dirs, inv.file, inv["function"])
+    calls = [c.name.name for c in _calls(fn.body)]
+    first, then = inv["first"], inv["then"]
+    for name in (first, then):
+        if name not in calls:
+            return [f"{name}() is not called"]
+    if calls.index(then) < calls.index(first):
+        return [f"{then}() is called before {first}()"]
+    return []
+
+
+def _is_checked(items, i, call) -> bool:
+    stmt = items[i]
+    nxt = items[i + 1] if i + 1 < len(items) else None
+    if isinstance(stmt, (c_ast.If, c_ast.While, c_ast.DoWhile)) and \
+            call in _calls(stmt.cond):
+        return True
+    if isinstance(stmt, c_ast.Return):
+        return True
+    target = None
+    if isinstance(stmt, c_ast.Assignment) and stmt.rvalue is call:
+        target = stmt.lvalue
+    elif isinstance(stmt, c_ast.Decl) and stmt.init is call:
+        target = c_ast.ID(stmt.name)
+    if isinstance(target, c_ast.ID):
+        return isinstance(nxt, c_ast.If) and _mentions(nxt.cond, target.name)
+    if stmt is call and call.args and any(
+            isinstance(a, c_ast.ID) and a.name == "errp"
+            for a in call.args.exprs):
+        # ERRP_GUARD() style: the next statement tests *errp
+        return isinstance(nxt, c_ast.If) and _mentions(nxt.cond, "errp")
+    return False
+
+
+def check_calls_checked(ctx, inv) -> list:
+    """Every call to one of `calls` in `function` has its result (or, for
+    an errp-style call, *errp) tested right away."""
+    fn = cparse.parse_function(ctx.build_dirs, inv.file, inv["function"])
+    problems = []
+    for name in inv["calls"]:
+        sites = _calls(fn.body, name)
+        if not sites:
+            problems.append(f"{name}() is not called")
+        for call in sites:
+            checked = False
+            for block in _blocks(fn.body):
+                items = block.block_items or []
+                for i, stmt in enumerate(items):
+                    if call in _calls(stmt) and not isinstance(
+                            stmt, (c_ast.Compound, c_ast.For)):
+                        checked = checked or _is_checked(items, i, call)
+            if not checked:
+                problems.append(f"the result of {name}() (line "
+                                f"{_line(call)} of the function) is not "
+                                "checked")
+    return problems
+
+
+def _leaves(stmt) -> bool:
+    items = stmt.block_items if isinstance(stmt, c_ast.Compound) else [stmt]
+    return bool(items) and isinstance(items[-1], (c_ast.Continue,
+                                                  c_ast.Return, c_ast.Break))
+
+
+def check_call_after_diversion(ctx, inv) -> list:
+    """`call` in `function` is only reached after an `if` that hands the
+    other case to `diverted-to` and leaves (continue, break or return)."""
+    fn = cparse.parse_function(ctx.build_dirs, inv.file, inv["function"])
+    call_name, lazy = inv["call"], inv["diverted-to"]
+    sites = _calls(fn.body, call_name)
+    if not sites:
+        return [f"{call_name}() is not called"]
+    problems = []
+    for call in sites:
+        guarded = False
+        for block in _blocks(fn.body):
+            items = block.block_items or []
+            for i, stmt in enumerate(items):
+                if call in _calls(stmt) and not isinstance(stmt,
+                                                           c_ast.Compound):
+                    guarded = guarded or any(
+                        isinstance(prev, c_ast.If) and
+                        _calls(prev.iftrue, lazy) and _leaves(prev.iftrue)
+                        for prev in items[:i])
+        if not guarded:
+            problems.append(f"{call_name}() is reachable without an earlier "
+                            f"`if` that hands the case to {lazy}() and "
+                            "leaves")
+    return problems
+
+
+# ---- series-level kinds ----------------------------------------------------
+
+def _added_lines(ctx, sha: str) -> dict:
+    """{path: set of added line numbers} of one commit."""
+    diff = ctx.git("show", "--format=", "--unified=0", sha)
+    added = {}
+    for pf in unidiff.PatchSet(diff):
+        added[pf.path] = {line.target_line_no for hunk in pf for line in hunk
+                          if line.is_added}
+    return added
+
+
+def _show(ctx, sha: str, path: str) -> str:
+    return ctx.git("show", f"{sha}:{path}")
+
+
+def _definitions(text: str, path: str):
+    """(name, first line, node) of every function defined in `text`."""
+    tree = anchors._parser().parse(text.encode())
+    for n in anchors._walk(tree.root_node):
+        if n.type == "function_definition":
+            name = anchors._declared_name(n.child_by_field_name("declarator"))
+            decl = n.child_by_field_name("declarator")
+            yield name, decl.start_point[0] + 1, n
+
+
+def _prototypes(text: str):
+    tree = anchors._parser().parse(text.encode())
+    for n in anchors._walk(tree.root_node):
+        if n.type == "declaration":
+            for d in n.children_by_field_name("declarator"):
+                inner = d
+                while inner is not None and inner.type == "pointer_declarator":
+                    inner = inner.child_by_field_name("declarator")
+                if inner is not None and inner.type == "function_declarator":
+                    yield anchors._declared_name(inner), n
+
+
+def _tree_definitions(ctx, name: str) -> list:
+    """Where `name` is defined in the patched tree, stubs and static
+    inlines in headers left out (they are the other configurations)."""
+    out = []
+    files = ctx.git("grep", "-l", "-w", name, "--", "*.c", "*.h").split()
+    for path in files:
+        text = (ctx.src / path).read_text(errors="replace")
+        for fname, line, node in _definitions(text, path):
+            if fname != name:
+                continue
+            is_stub = "stub" in path
+            is_inline = path.endswith(".h") and b"inline" in node.text[:200]
+            if not is_stub and not is_inline:
+                out.append(f"{path}:{line}")
+    return out
+
+
+def check_declarations_defined_and_documented(ctx, inv) -> list:
+    """Every function the series declares in a header has a doc comment
+    and exactly one definition."""
+    problems = []
+    for patch, sha in ctx.commits:
+        for path, lines in _added_lines(ctx, sha).items():
+            if not path.endswith(".h"):
+                continue
+            text = _show(ctx, sha, path)
+            file_lines = text.splitlines()
+            for name, node in _prototypes(text):
+                first = node.start_point[0] + 1
+                if first not in lines:
+                    continue
+                above = file_lines[first - 2].strip() if first > 1 else ""
+                if not above.endswith("*/"):
+                    problems.append(f"{patch}: {path}: {name}() is declared "
+                                    "without a doc comment")
+                defs = _tree_definitions(ctx, name)
+                if len(defs) != 1:
+                    problems.append(
+                        f"{patch}: {path}: {name}() is defined "
+                        f"{len(defs)} times" +
+                        (f" ({', '.join(defs)})" if defs else ""))
+    return problems
+
+
+def check_added_functions_used(ctx, inv) -> list:
+    """Every function a patch adds is used by the end of the series."""
+    problems = []
+    for patch, sha in ctx.commits:
+        for path, lines in _added_lines(ctx, sha).items():
+            if not path.endswith((".c", ".h")):
+                continue
+            for name, line, _ in _definitions(_show(ctx, sha, path), path):
+                if line not in lines or name is None or name == "main":
+                    continue
+                if not _referenced(ctx, name):
+                    problems.append(f"{patch}: {path}: {name}() is added but "
+                                    "never used")
+    return problems
+
+
+def _referenced(ctx, name: str) -> bool:
+    """Is `name` used anywhere but in its definitions, prototypes and
+    comments?"""
+    out = ctx.git("grep", "-n", "-w", name, "--", "*.c", "*.h", "*.inc")
+    skip = {}
+    for hit in out.splitlines():
+        path, lineno, text = hit.split(":", 2)
+        body = text.strip()
+        if body.startswith(("*", "/*", "//")):
+            continue
+        if path not in skip:
+            src = (ctx.src / path).read_text(errors="replace")
+            own = {line for fname, line, _ in _definitions(src, path)
+                   if fname == name}
+            own |= {node.start_point[0] + 1 for pname, node in
+                    _prototypes(src) if pname == name}
+            skip[path] = own
+        if int(lineno) not in skip[path]:
+            return True
+    return False
+
+
+# kind -> (checker, required parameters, is it about one function?)
+KINDS = {
+    "call-order": (check_call_order, ("file", "function", "first", "then")),
+    "calls-checked": (check_calls_checked, ("file", "function", "calls")),
+    "call-after-diversion": (check_call_after_diversion,
+                             ("file", "function", "call", "diverted-to")),
+    "declarations-defined-and-documented": (
+        check_declarations_defined_and_documented, ()),
+    "added-functions-used": (check_added_functions_used, ()),
+}
+
+
+def evaluate(ctx, inv) -> list:
+    """Violations of one invariant, each naming patch, file and function."""
+    checker, _ = KINDS[inv.kind]
+    try:
+        problems = checker(ctx, inv)
+    except cparse.ParseFailed as e:
+        problems = [str(e)]
+    if inv.file and problems:
+        patch = ctx.patch_touching(inv.file, inv["function"])
+        return [f"{patch}: {inv.file}: {inv['function']}(): {p}"
+                for p in problems]
+    return problems

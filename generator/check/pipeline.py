@@ -1,0 +1,131 @@
+"""Run the check steps in order and collect their results."""
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+from generator import build as qbuild
+from generator import gitops
+from generator.check import invariants as inv_lib
+from generator.check.steps import Build, StepResult, step_apply, \
+    step_bisect, step_checkpatch, _walk_series
+from generator.errors import CheckFailed, GenError
+from generator.qemutree import BaseTree
+
+STEPS = ("apply", "checkpatch", "bisect", "invariants")
+
+
+def _builds(src: Path, build_root: Path, progress) -> list:
+    """The native build, and the aarch64 cross build when its toolchain is
+    installed (the Arm KVM code compiles only there)."""
+    env = qbuild.build_env(src)
+    native = qbuild.configure(src, src / "build", build_root, progress,
+                              qbuild.CONFIGURE_ARGS + [qbuild._compiler("gcc")],
+                              env)
+    builds = [Build("native", native, env)]
+    if shutil.which(qbuild.CROSS_PREFIX + "gcc") and \
+            (qbuild.cross_sysroot() / "usr/include/libfdt.h").is_file():
+        cenv = qbuild._cross_env(src, build_root)
+        cross = qbuild.configure(src, src / "build-aarch64", build_root,
+                                 progress, qbuild.cross_configure_args(),
+                                 cenv)
+        builds.append(Build("aarch64-kvm", cross, cenv))
+    else:
+        progress("no aarch64 cross toolchain: the Arm KVM code is not "
+                 "compiled (run .ci/setup)")
+    return builds
+
+
+def _ensure_tip(src, base, patches, builds, build_root, progress) -> None:
+    """The series applied and built, for the invariants (they preprocess
+    real files, which needs the build's generated headers)."""
+    for patch, error in _walk_series(src, base, patches):
+        if error:
+            raise CheckFailed(f"{patch.name} does not apply: {error}")
+    series_c = qbuild.touched_c_files(patches)
+    qbuild.ninja(builds[0].dir, build_root, [qbuild.BINARY], builds[0].env,
+                 progress)
+    for b in builds[1:]:
+        objs = [o for objs in qbuild.object_targets(b.dir, series_c).values()
+                for o in objs]
+        qbuild.ninja(b.dir, build_root, objs, b.env, progress)
+
+
+def step_invariants(series, src, base, patches, builds, progress):
+    result = StepResult("invariants")
+    shas = gitops.open_repo(src).git.log(
+        "--reverse", "--format=%H", f"{base}..HEAD").split()
+    ctx = inv_lib.Context(src, [b.dir for b in builds],
+                          list(zip([p.name for p in patches], shas)), base)
+    failed = 0
+    for inv in series.invariants:
+        problems = inv_lib.evaluate(ctx, inv)
+        progress(f"invariants: {inv.id}: "
+                 f"{'FAILED' if problems else 'ok'}")
+        if problems:
+            failed += 1
+            result.fail(inv.id, "\n".join(problems))
+        else:
+            result.passed(inv.id)
+    result.summary = (f"{failed} of {len(series.invariants)} invariants fail"
+                      if failed else
+                      f"{len(series.invariants)} invariants hold")
+    return result
+
+
+def run(base: BaseTree, series_dir: Path, build_root: Path, series,
+        steps: list, progress) -> list:
+    """Run `steps` (a subset of STEPS, in STEPS order); return results."""
+    build_root = build_root.resolve()
+    patches = qbuild.series_files(series_dir)
+    src = qbuild.prepare_source(base, [], build_root, progress)
+    results, builds = [], None
+    for name in STEPS:
+        if name not in steps:
+            results.append(StepResult(name, skipped=True, summary="skipped"))
+            continue
+        start = time.monotonic()
+        if name == "apply":
+            result = step_apply(src, base.commit, patches, progress)
+        elif name == "checkpatch":
+            result = step_checkpatch(src, patches, progress)
+        else:
+            if any(not r.ok for r in results if r.name == "apply"):
+                result = StepResult(name, ok=False,
+                                    summary="not run: the series does not "
+                                    "apply")
+            else:
+                builds = builds or _builds(src, build_root, progress)
+                if name == "bisect":
+                    result = step_bisect(src, base.commit, patches, builds,
+                                         build_root, progress)
+                else:
+                    if "bisect" not in steps or not results[-1].ok:
+                        _ensure_tip(src, base.commit, patches, builds,
+                                    build_root, progress)
+                    result = step_invariants(series, src, base.commit,
+                                             patches, builds, progress)
+        result.seconds = round(time.monotonic() - start, 1)
+        results.append(result)
+    # leave the build dir as `gen-series build` would, applied and stamped
+    stamp = src / ".git" / "gen-series-applied"
+    head = gitops.open_repo(src).git.rev_list("--count",
+                                              f"{base.commit}..HEAD")
+    if int(head) == len(patches):
+        stamp.write_text(qbuild._series_stamp(base, patches))
+    return results
+
+
+def to_json(results: list, base: BaseTree, series_dir: Path) -> str:
+    return json.dumps({
+        "qemu": base.version, "base-commit": base.commit,
+        "series": str(series_dir),
+        "ok": all(r.ok for r in results),
+        "steps": [{"name": r.name, "ok": r.ok, "skipped": r.skipped,
+                   "summary": r.summary, "seconds": r.seconds,
+                   "items": r.items} for r in results],
+    }, indent=2) + "\n"
+
+
+__all__ = ["run", "to_json", "STEPS", "GenError"]

@@ -1,0 +1,201 @@
+"""The check steps.  Each returns a StepResult; none prints or exits."""
+
+import re
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import git
+
+from generator import build as qbuild
+from generator import gitops
+from generator.errors import CheckFailed
+
+
+@dataclass
+class StepResult:
+    name: str
+    ok: bool = True
+    summary: str = ""
+    items: list = field(default_factory=list)   # {"patch", "ok", "message"}
+    seconds: float = 0.0
+    skipped: bool = False
+
+    def fail(self, patch: str, message: str) -> None:
+        self.ok = False
+        self.items.append({"patch": patch, "ok": False, "message": message})
+
+    def passed(self, patch: str, message: str = "") -> None:
+        self.items.append({"patch": patch, "ok": True, "message": message})
+
+
+def _walk_series(src: Path, base: str, patches: list):
+    """Reset the clone to `base`, then apply the patches one at a time,
+    yielding (patch, error message or None) after each."""
+    repo = gitops.open_repo(src)
+    (src / ".git" / "gen-series-applied").unlink(missing_ok=True)
+    if (src / ".git" / "rebase-apply").exists():
+        repo.git.am("--abort")
+    repo.git.checkout("-q", "-f", "--detach", base)
+    repo.git.clean("-q", "-f", "-d", "-x", "-e", "/build/",
+                   "-e", "/build-aarch64/")
+    with repo.git.custom_environment(GIT_COMMITTER_NAME="gen-series",
+                                     GIT_COMMITTER_EMAIL="gen-series@localhost",
+                                     GIT_COMMITTER_DATE="2000-01-01T00:00:00"):
+        for patch in patches:
+            try:
+                gitops.am(repo, patch)
+            except CheckFailed as e:
+                yield patch, e.msg
+                return
+            yield patch, None
+
+
+def step_apply(src: Path, base: str, patches: list, progress) -> StepResult:
+    result = StepResult("apply")
+    for patch, error in _walk_series(src, base, patches):
+        progress(f"apply: {patch.name}: {'FAILED' if error else 'ok'}")
+        if error:
+            result.fail(patch.name, error)
+        else:
+            result.passed(patch.name)
+    applied = sum(1 for i in result.items if i["ok"])
+    result.summary = f"{applied}/{len(patches)} patches apply"
+    return result
+
+
+def step_checkpatch(src: Path, patches: list, progress) -> StepResult:
+    """The target tree's own checkpatch.pl; errors and warnings both fail."""
+    result = StepResult("checkpatch")
+    script = src / "scripts" / "checkpatch.pl"
+    errors = warnings = 0
+    for patch in patches:
+        proc = subprocess.run(["perl", str(script), "--no-summary",
+                               str(patch.resolve())], cwd=src,
+                              capture_output=True, text=True)
+        text = proc.stdout + proc.stderr
+        findings = [line for line in text.splitlines()
+                    if line.startswith(("ERROR:", "WARNING:"))]
+        e = sum(1 for f in findings if f.startswith("ERROR:"))
+        w = len(findings) - e
+        errors, warnings = errors + e, warnings + w
+        progress(f"checkpatch: {patch.name}: {e} errors, {w} warnings")
+        if findings or proc.returncode != 0:
+            detail = _checkpatch_details(text)
+            result.fail(patch.name, f"{e} errors, {w} warnings:\n{detail}")
+        else:
+            result.passed(patch.name, "0 errors, 0 warnings")
+    result.summary = f"{errors} errors, {warnings} warnings"
+    return result
+
+
+def _checkpatch_details(text: str) -> str:
+    """Each ERROR/WARNING with the file:line line that follows it."""
+    out, lines = [], text.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith(("ERROR:", "WARNING:")):
+            where = lines[i + 1].strip() if i + 1 < len(lines) else ""
+            out.append(f"  {line} ({where})" if where.startswith("#")
+                       else f"  {line}")
+    return "\n".join(out)
+
+
+def _header_users(build_dir: Path, objects: list) -> dict:
+    """{object: set of headers it includes}, from ninja's deps log."""
+    proc = subprocess.run(["ninja", "-t", "deps", *objects], cwd=build_dir,
+                          capture_output=True, text=True)
+    users, current = {}, None
+    for line in proc.stdout.splitlines():
+        if line and not line.startswith(" "):
+            current = line.split(":")[0]
+            users[current] = set()
+        elif current and line.strip():
+            users[current].add(line.strip().removeprefix("../"))
+    return users
+
+
+@dataclass
+class Build:
+    """One configured build: native, or the aarch64 cross build."""
+    name: str
+    dir: Path
+    env: dict
+
+
+def _compile_errors(log: Path) -> str:
+    lines = log.read_text(errors="replace").splitlines()
+    errors = [ln for ln in lines if ": error: " in ln or "Error " in ln]
+    return "\n".join(errors[:15] or lines[-20:])
+
+
+def step_bisect(src: Path, base: str, patches: list, builds: list,
+                build_root: Path, progress) -> StepResult:
+    """After each patch, compile the translation units it touches, and the
+    series' own translation units that include a header it touches; then
+    build everything at the tip."""
+    result = StepResult("bisect")
+    series_c = qbuild.touched_c_files(patches)
+    objects = {b.name: qbuild.object_targets(b.dir, series_c) for b in builds}
+    deps = {b.name: _header_users(b.dir, [o for objs in objects[b.name]
+                                          .values() for o in objs])
+            for b in builds}
+    native = builds[0].name
+    walk = _walk_series(src, base, patches)
+    for patch, error in walk:
+        if error:
+            result.fail(patch.name, f"does not apply: {error}")
+            break
+        touched = [f for f in _touched(patch)]
+        wanted = {}
+        for b in builds:
+            targets = []
+            for c_file in series_c:
+                objs = objects[b.name].get(c_file, [])
+                if b.name != native and objects[native].get(c_file):
+                    continue    # the native build compiles it
+                includes_touched = any(h in deps[b.name].get(o, ())
+                                       for o in objs for h in touched
+                                       if h.endswith(".h"))
+                if c_file in touched or includes_touched:
+                    targets += objs
+            wanted[b.name] = targets
+        count = sum(len(t) for t in wanted.values())
+        progress(f"bisect: {patch.name}: compiling {count} objects")
+        failed = None
+        for b in builds:
+            if not wanted[b.name]:
+                continue
+            log = build_root / f"bisect-{b.name}.log"
+            proc = subprocess.run(["ninja", *wanted[b.name]], cwd=b.dir,
+                                  env=b.env, capture_output=True, text=True)
+            log.write_text(proc.stdout + proc.stderr)
+            if proc.returncode != 0:
+                failed = f"{b.name} build breaks:\n{_compile_errors(log)}"
+                break
+        if failed:
+            result.fail(patch.name, failed)
+            for _ in walk:      # leave the tree at the tip for later steps
+                pass
+            break
+        result.passed(patch.name, f"{count} objects compile")
+    if result.ok:
+        progress("bisect: full build at the tip")
+        try:
+            qbuild.ninja(builds[0].dir, build_root, [qbuild.BINARY],
+                         builds[0].env, progress)
+            qbuild.check_warnings(
+                build_root / f"ninja-{builds[0].dir.name}.log", series_c, src)
+            result.passed("(tip)", f"{qbuild.BINARY} builds")
+        except CheckFailed as e:
+            result.fail("(tip)", e.msg)
+    broken = [i["patch"] for i in result.items if not i["ok"]]
+    result.summary = (f"first broken: {broken[0]}" if broken else
+                      f"{len(patches)} patches compile one by one, tip builds")
+    return result
+
+
+def _touched(patch: Path) -> list:
+    import unidiff
+    return [pf.path for pf in unidiff.PatchSet.from_filename(
+        str(patch), encoding="utf-8")]
