@@ -219,14 +219,18 @@ def touched_c_files(patches: list) -> list:
 
 
 def object_targets(build_dir: Path, c_files: list) -> dict:
-    """ninja object targets compiling each file, in a configured build."""
-    listing = subprocess.run(["ninja", "-t", "targets", "all"], cwd=build_dir,
-                             capture_output=True, text=True, check=True)
-    objects = [line.split(":")[0] for line in listing.stdout.splitlines()
-               if line.endswith(": c_COMPILER")]
-    return {c: [o for o in objects
-                if o.endswith("/" + c.replace("/", "_") + ".o")]
-            for c in c_files}
+    """ninja object targets compiling each file, in a configured build
+    (from its compile_commands.json)."""
+    import json
+    db = json.loads((build_dir / "compile_commands.json").read_text())
+    objects = {c: [] for c in c_files}
+    for entry in db:
+        path = os.path.normpath(os.path.join(entry["directory"],
+                                             entry["file"]))
+        rel = os.path.relpath(path, build_dir.parent)
+        if rel in objects and entry["output"] not in objects[rel]:
+            objects[rel].append(entry["output"])
+    return objects
 
 
 def cross_configure_args() -> list:

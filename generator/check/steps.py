@@ -125,7 +125,8 @@ class Build:
 
 def _compile_errors(log: Path) -> str:
     lines = log.read_text(errors="replace").splitlines()
-    errors = [ln for ln in lines if ": error: " in ln or "Error " in ln]
+    errors = [ln for ln in lines if ": error: " in ln or "Error " in ln
+              or ": In function " in ln]
     return "\n".join(errors[:15] or lines[-20:])
 
 

@@ -1,0 +1,147 @@
+"""`gen-series check` on the real series, and proof that each step can
+fail: a violation is seeded into a copy of the spec's templates, the series
+is generated from it, and the right step must fail naming the patch, the
+file and the function."""
+
+import json
+import shutil
+
+import pytest
+
+from conftest import BUILD_ROOT, PROJECT, RELEASES, release_dsc, \
+    run_gen_series
+
+
+def check(release, series, *extra, build_root=None, tmp_path=None):
+    report = tmp_path / "report.json"
+    proc = run_gen_series(
+        "-q", "check", "--qemu", release_dsc(release), "--series", series,
+        "--build-dir", build_root or BUILD_ROOT / release,
+        "--json", report, *extra)
+    steps = {s["name"]: s for s in json.loads(report.read_text())["steps"]}
+    return proc, steps
+
+
+def failures(step) -> str:
+    return "\n".join(f"{i['patch']}: {i['message']}" for i in step["items"]
+                     if not i["ok"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("release", list(RELEASES))
+def test_the_series_is_ready_to_send(release, tmp_path):
+    proc, steps = check(release, PROJECT / "patches" / release,
+                        tmp_path=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    assert [s for s in steps] == ["apply", "checkpatch", "bisect",
+                                  "invariants"]
+    assert all(s["ok"] and not s["skipped"] for s in steps.values())
+    patches = sorted(p.name for p in (PROJECT / "patches" / release)
+                     .glob("000[1-9]*.patch"))
+    assert [i["patch"] for i in steps["apply"]["items"]] == patches
+    assert [i["patch"] for i in steps["bisect"]["items"]] == \
+        patches + ["(tip)"]
+
+
+def seeded_series(tmp_path, template: str, old: str, new: str):
+    """The series generated from a copy of the spec whose `template` has
+    `old` replaced by `new`."""
+    shutil.copytree(PROJECT / "specs", tmp_path / "specs")
+    shutil.copytree(PROJECT / "templates", tmp_path / "templates")
+    path = tmp_path / "templates" / template
+    text = path.read_text()
+    assert old in text, f"seed does not apply to {template}"
+    path.write_text(text.replace(old, new, 1))
+    run_gen_series("-q", "generate", "--spec", tmp_path / "specs" /
+                   "series.yaml", "--qemu", release_dsc("10.2.2"),
+                   "--out", tmp_path / "series", check=0)
+    return tmp_path / "series"
+
+
+FINALIZE = """    arm_cpu_finalize_features(cpu, errp);
+    if (*errp) {
+        return false;
+    }
+"""
+KVM_PATCH = "0007-target-arm-kvm-create-KVM-vCPUs-ahead-of-realize.patch"
+MACHINE_PATCH = "0004-hw-core-machine-add-machine_get_possible_cpu.patch"
+SEEDED = BUILD_ROOT / "seeded-10.2.2"
+
+
+@pytest.mark.slow
+def test_finalize_after_kvm_init_is_caught(tmp_path):
+    text = (PROJECT / "templates/kvm/create-host-vcpu.c.j2").read_text()
+    swapped = text.replace(FINALIZE, "").replace(
+        "    cpu->{{ kvm_created_field }} = true;",
+        FINALIZE + "    cpu->{{ kvm_created_field }} = true;")
+    series = seeded_series(tmp_path, "kvm/create-host-vcpu.c.j2", text,
+                           swapped)
+    proc, steps = check("10.2.2", series, "--only", "invariants",
+                        build_root=SEEDED, tmp_path=tmp_path)
+    assert proc.returncode == 1
+    assert not steps["invariants"]["ok"]
+    assert f"{KVM_PATCH}: target/arm/kvm.c: kvm_arm_create_host_vcpu(): " \
+        "kvm_arch_init_vcpu() is called before arm_cpu_finalize_features()" \
+        in failures(steps["invariants"])
+
+
+@pytest.mark.slow
+def test_unchecked_return_value_is_caught(tmp_path):
+    series = seeded_series(
+        tmp_path, "kvm/create-host-vcpu.c.j2",
+        "    ret = kvm_create_vcpu(cs);\n    if (ret < 0) {",
+        "    ret = kvm_create_vcpu(cs);\n    if (false) {")
+    proc, steps = check("10.2.2", series, "--only", "invariants",
+                        build_root=SEEDED, tmp_path=tmp_path)
+    assert proc.returncode == 1
+    found = failures(steps["invariants"])
+    assert f"{KVM_PATCH}: target/arm/kvm.c: kvm_arm_create_host_vcpu(): " \
+        "the result of kvm_create_vcpu()" in found
+    assert "is not checked" in found
+    # only that invariant fails
+    assert [i["patch"] for i in steps["invariants"]["items"]
+            if not i["ok"]] == ["kvm-vcpu-creation-checks-every-call"]
+
+
+@pytest.mark.slow
+def test_a_patch_that_breaks_the_build_is_named(tmp_path):
+    series = seeded_series(tmp_path, "machine/possible-cpu.c.j2",
+                           "        return cpu;\n", "        return cpu\n")
+    proc, steps = check("10.2.2", series, "--only", "bisect",
+                        build_root=SEEDED, tmp_path=tmp_path)
+    assert proc.returncode == 1
+    broken = [i for i in steps["bisect"]["items"] if not i["ok"]]
+    assert [i["patch"] for i in broken] == [MACHINE_PATCH]
+    assert "hw/core/machine.c" in broken[0]["message"]
+    assert "machine_get_possible_cpu" in broken[0]["message"]
+    assert "error:" in broken[0]["message"]
+    # the patches before it compiled
+    assert all(i["ok"] for i in steps["bisect"]["items"][:3])
+
+
+@pytest.mark.slow
+def test_a_checkpatch_error_is_caught(tmp_path):
+    series = seeded_series(tmp_path, "machine/possible-cpu.c.j2",
+                           "        return cpu;\n", "        return cpu;  \n")
+    proc, steps = check("10.2.2", series, "--only", "checkpatch",
+                        tmp_path=tmp_path)
+    assert proc.returncode == 1
+    bad = [i for i in steps["checkpatch"]["items"] if not i["ok"]]
+    assert [i["patch"] for i in bad] == [MACHINE_PATCH]
+    assert "ERROR: trailing whitespace" in bad[0]["message"]
+    assert "FILE: hw/core/machine.c" in bad[0]["message"]
+
+
+@pytest.mark.slow
+def test_an_unused_function_is_caught(tmp_path):
+    series = seeded_series(
+        tmp_path, "machine/possible-cpu.c.j2", "\nCPUState *",
+        "\nint machine_count_possible_cpus(void)\n{\n"
+        "    return MACHINE(qdev_get_machine())->possible_cpus->len;\n}\n"
+        "\nCPUState *")
+    proc, steps = check("10.2.2", series, "--only", "invariants",
+                        build_root=SEEDED, tmp_path=tmp_path)
+    assert proc.returncode == 1
+    assert f"{MACHINE_PATCH}: hw/core/machine.c: "\
+        "machine_count_possible_cpus() is added but never used" in \
+        failures(steps["invariants"])
