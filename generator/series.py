@@ -67,7 +67,7 @@ def _fill_cover_letter(path: Path, series: Series) -> None:
 
 def validate(series: Series, files: list, applied: list) -> None:
     """Parse the series back: each patch non-empty, touching only its files."""
-    for path, (patch, changed) in zip(files, applied):
+    for path, (patch, changed) in zip(files, applied, strict=True):
         parsed = unidiff.PatchSet.from_filename(str(path), encoding="utf-8")
         if not len(parsed):
             raise CheckFailed(f"{path.name}: empty patch for patch "

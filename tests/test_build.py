@@ -7,7 +7,6 @@ The real builds (the `built` fixture in conftest.py) are slow and marked so.
 import subprocess
 
 import pytest
-
 from conftest import PROJECT, make_git_tree, qmp, run_gen_series
 
 

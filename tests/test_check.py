@@ -7,9 +7,7 @@ import json
 import shutil
 
 import pytest
-
-from conftest import BUILD_ROOT, PROJECT, RELEASES, release_dsc, \
-    run_gen_series
+from conftest import BUILD_ROOT, PROJECT, RELEASES, release_dsc, run_gen_series
 
 
 def check(release, series, *extra, build_root=None, tmp_path=None):

@@ -4,9 +4,7 @@ build with KVM enabled (`gen-series build --cross`), for both releases."""
 from pathlib import Path
 
 import pytest
-
-from conftest import BUILD_ROOT, PROJECT, RELEASES, release_dsc, \
-    run_gen_series
+from conftest import BUILD_ROOT, PROJECT, RELEASES, release_dsc, run_gen_series
 
 # C files whose changes only an Arm KVM host compiles
 KVM_FILES = ["target/arm/kvm.c", "hw/intc/arm_gicv3_kvm.c", "hw/arm/virt.c"]

@@ -6,9 +6,13 @@ from pathlib import Path
 
 import pytest
 import unidiff
-
-from conftest import PROJECT, RELEASES, make_git_tree, release_dsc, \
-    run_gen_series
+from conftest import (
+    PROJECT,
+    RELEASES,
+    make_git_tree,
+    release_dsc,
+    run_gen_series,
+)
 
 MINI_SPEC = PROJECT / "tests" / "fixtures" / "mini-spec.yaml"
 MINI_TEMPLATES = PROJECT / "tests" / "spec-errors" / "templates"

@@ -10,7 +10,6 @@ import os
 from pathlib import Path
 
 import pytest
-
 from conftest import PROJECT, run_gen_series
 
 CASES = sorted((PROJECT / "tests" / "spec-errors").glob("*.yaml"))

@@ -4,7 +4,6 @@ patched QEMU under TCG (both releases)."""
 import subprocess
 
 import pytest
-
 from conftest import qmp
 from guest import boot
 

@@ -8,8 +8,14 @@ from pathlib import Path
 from generator import build as qbuild
 from generator import gitops
 from generator.check import invariants as inv_lib
-from generator.check.steps import Build, StepResult, step_apply, \
-    step_bisect, step_checkpatch, _walk_series
+from generator.check.steps import (
+    Build,
+    StepResult,
+    _walk_series,
+    step_apply,
+    step_bisect,
+    step_checkpatch,
+)
 from generator.errors import CheckFailed, GenError
 from generator.qemutree import BaseTree
 
@@ -57,7 +63,8 @@ def step_invariants(series, src, base, patches, builds, progress):
     shas = gitops.open_repo(src).git.log(
         "--reverse", "--format=%H", f"{base}..HEAD").split()
     ctx = inv_lib.Context(src, [b.dir for b in builds],
-                          list(zip([p.name for p in patches], shas)), base)
+                          list(zip([p.name for p in patches], shas,
+                                   strict=False)), base)
     failed = 0
     for inv in series.invariants:
         problems = inv_lib.evaluate(ctx, inv)

@@ -1,12 +1,8 @@
 """The check steps.  Each returns a StepResult; none prints or exits."""
 
-import re
 import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import git
 
 from generator import build as qbuild
 from generator import gitops
