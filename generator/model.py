@@ -374,7 +374,8 @@ def load_series(path: Path, templates: Path | None = None) -> Series:
     path = Path(path)
     top = load_yaml(path, display_path(path))
     _check_keys(top, "a spec", ("series",),
-                ("params", "probes", "include", "patches", "invariants"))
+                ("params", "probes", "include", "patches", "invariants",
+                 "model"))
     templates = templates or path.parent.parent / "templates"
     meta = _check_series_meta(top["series"])
     probes = _check_probes(top)
@@ -384,7 +385,9 @@ def load_series(path: Path, templates: Path | None = None) -> Series:
         if not isinstance(inc, str):
             raise SpecError("'include' lists file names", top.key_info["include"])
         sub = load_yaml(path.parent / inc, display_path(path.parent / inc))
-        _check_keys(sub, "an included spec", (), ("patches", "invariants"))
+        # `model:` is the reference model's, read by generator/refmodel.py
+        _check_keys(sub, "an included spec", (),
+                    ("patches", "invariants", "model"))
         for key in ("patches", "invariants"):
             if not isinstance(sub.get(key, []), list):
                 raise SpecError(f"'{key}' must be a list", sub.key_info[key])

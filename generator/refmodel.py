@@ -1,0 +1,174 @@
+"""The reference model: interprets the `model:` state machine of the spec.
+
+A machine state is a tuple of vCPU states (named tuples of the spec's
+fields); actions are pure functions from a state to a new state or a
+refusal.  `explore()` visits every sequence of actions up to a depth and
+checks the invariants after each step; a violation comes back with the
+shortest sequence of actions that reaches it.
+"""
+
+from collections import deque, namedtuple
+from dataclasses import dataclass
+
+from generator.errors import SpecError
+from generator.specload import Node
+
+SAFE_BUILTINS = {"all": all, "any": any, "len": len, "zip": zip,
+                 "True": True, "False": False, "min": min, "max": max}
+
+
+def _compile(text, where, what):
+    if not isinstance(text, str):
+        text = repr(text)
+    try:
+        return compile(text, f"<{what}>", "eval")
+    except SyntaxError as e:
+        raise SpecError(f"{what}: invalid expression: {e.msg}", where)
+
+
+def _eval(code, names):
+    return eval(code, {"__builtins__": SAFE_BUILTINS}, names)
+
+
+@dataclass
+class Action:
+    name: str
+    machine: bool
+    refusals: list      # [(code, error format)]
+    effects: dict       # field -> code
+
+
+@dataclass
+class Violation:
+    invariants: list    # names of the invariants broken
+    trace: list         # [(action, index)] from the initial state
+    state: tuple
+
+    def __str__(self):
+        steps = ", ".join(a if i is None else f"{a}({i})"
+                          for a, i in self.trace) or "(initial state)"
+        return (f"invariant {', '.join(self.invariants)} broken after: "
+                f"{steps}")
+
+
+class Model:
+    def __init__(self, node: Node):
+        def where(n, key):
+            return n.key_info.get(key, n.info) if isinstance(n, Node) \
+                else node.info
+        for key in ("fields", "init", "actions"):
+            if key not in node:
+                raise SpecError(f"model: missing key '{key}'", node.info)
+        self.fields = [f.replace("-", "_") for f in node["fields"]]
+        self.values = {f.replace("-", "_"): v
+                       for f, v in node["fields"].items()}
+        self.Vcpu = namedtuple("Vcpu", self.fields)
+        init = node["init"]
+        if set(init) != set(node["fields"]):
+            raise SpecError("model: 'init' must give every field",
+                            init.info)
+        self.init = {f.replace("-", "_"): _compile(init[f], where(init, f),
+                                                   f"init of {f}")
+                     for f in init}
+        self.actions = {}
+        for name, body in node["actions"].items():
+            refusals = [(_compile(r["if"], r.info, f"{name}: refuse"),
+                         r["error"]) for r in body.get("refuse", [])]
+            effects = {}
+            for f, expr in body["set"].items():
+                if f.replace("-", "_") not in self.fields:
+                    raise SpecError(f"model: action '{name}' sets unknown "
+                                    f"field '{f}'", where(body["set"], f))
+                effects[f.replace("-", "_")] = _compile(
+                    expr, where(body["set"], f), f"{name}: {f}")
+            self.actions[name] = Action(name, bool(body.get("machine")),
+                                        refusals, effects)
+        self.invariants = {k: _compile(v, where(node["invariants"], k), k)
+                           for k, v in node.get("invariants", {}).items()}
+        self.step_invariants = {
+            k: _compile(v, where(node["step-invariants"], k), k)
+            for k, v in node.get("step-invariants", {}).items()}
+
+    # ---- one machine --------------------------------------------------------
+
+    def initial(self, cpus: int, disabled: int, kvm: bool) -> tuple:
+        self.config = {"cpus": cpus, "disabled": disabled, "kvm": kvm}
+        return tuple(self.Vcpu(**{f: _eval(code, {**self.config,
+                                                  "index": i})
+                                  for f, code in self.init.items()})
+                     for i in range(cpus + disabled))
+
+    def _names(self, state, index):
+        return {**self.config, "index": index, "cpu": state[index],
+                "vcpus": state}
+
+    def step(self, state: tuple, action: str, index: int | None = None):
+        """(new state, None) or (state, refusal message)."""
+        act = self.actions[action]
+        indexes = range(len(state)) if act.machine else [index]
+        new = list(state)
+        for i in indexes:
+            names = self._names(state, i)
+            for code, error in act.refusals:
+                if _eval(code, names):
+                    return state, error.format(index=i)
+            new[i] = state[i]._replace(**{f: _eval(code, names)
+                                          for f, code in act.effects.items()})
+        return tuple(new), None
+
+    def broken(self, state: tuple, old: tuple | None = None) -> list:
+        out = [name for name, code in self.invariants.items()
+               if not _eval(code, {**self.config, "vcpus": state})]
+        if old is not None:
+            out += [name for name, code in self.step_invariants.items()
+                    if not _eval(code, {**self.config, "old": old,
+                                        "new": state})]
+        return out
+
+    def moves(self, state: tuple):
+        for name, act in self.actions.items():
+            if act.machine:
+                yield name, None
+            else:
+                for i in range(len(state)):
+                    yield name, i
+
+    def explore(self, cpus: int, disabled: int, kvm: bool, depth: int):
+        """Breadth-first over every action sequence up to `depth`; returns
+        (number of distinct states, first Violation or None)."""
+        start = self.initial(cpus, disabled, kvm)
+        if self.broken(start):
+            return 1, Violation(self.broken(start), [], start)
+        seen = {start: []}
+        queue = deque([start])
+        while queue:
+            state = queue.popleft()
+            trace = seen[state]
+            if len(trace) >= depth:
+                continue
+            for action, index in self.moves(state):
+                new, refused = self.step(state, action, index)
+                if refused:
+                    continue
+                broken = self.broken(new, state)
+                if broken:
+                    return len(seen), Violation(broken,
+                                                trace + [(action, index)], new)
+                if new not in seen:
+                    seen[new] = trace + [(action, index)]
+                    queue.append(new)
+        return len(seen), None
+
+
+def load_model(spec_path) -> Model:
+    """The model of a spec (its `model:` section, possibly included)."""
+    from pathlib import Path
+
+    from generator.specload import load_yaml
+    path = Path(spec_path)
+    top = load_yaml(path)
+    for node in [top] + [load_yaml(path.parent / inc, str(path.parent / inc))
+                         for inc in top.get("include", [])]:
+        if "model" in node:
+            return Model(node["model"])
+    raise SpecError("the spec has no 'model' section", top.info)
