@@ -351,11 +351,12 @@ def _check_invariant(node, params: dict, seen: dict) -> Invariant:
         raise SpecError(f"unknown invariant kind '{kind}'; valid kinds are "
                         + ", ".join(f"'{k}'" for k in KINDS),
                         node.key_info["kind"].at(item=node.info.item))
-    required = KINDS[kind][1]
-    _check_keys(node, f"a '{kind}' invariant", ("id", "kind") + required)
+    _, required, optional = KINDS[kind]
+    _check_keys(node, f"a '{kind}' invariant", ("id", "kind") + required,
+                optional)
     env = Environment(undefined=StrictUndefined)
     values = {}
-    for key in required:
+    for key in required + tuple(k for k in optional if k in node):
         value = node[key]
         try:
             if isinstance(value, str):

@@ -104,7 +104,7 @@ def test_default_machine_reports_zero_disabled_and_admin_state(built):
     assert smp["return"]["disabledcpus"] == 0
     assert len(cpus["return"]) == 2
     assert state["return"] == "enabled"
-    # Arm CPUs opt in, but a realized one is changed by its machine only
+    # Arm CPUs opt in, but a realized one is changed with device-set
     assert refused["error"]["desc"] == ("Device 'max-arm-cpu' is realized: "
-                                        "its administrative power state is "
-                                        "changed by its machine")
+                                        "use device-set to change its "
+                                        "administrative power state")
