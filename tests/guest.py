@@ -29,6 +29,12 @@ for f in possible present online enabled; do
     echo "GUEST-CPU $f=$(/bin/busybox cat /sys/devices/system/cpu/$f)"
 done
 echo GUEST-INIT-DONE
+if /bin/busybox grep -q gen_series_shell /proc/cmdline; then
+    /bin/busybox --install -s /bin
+    export PATH=/bin
+    echo GUEST-SHELL-READY
+    exec /bin/busybox sh
+fi
 /bin/busybox poweroff -f
 """
 
@@ -73,6 +79,17 @@ def prepare() -> dict:
         initrd.write_bytes(data)
     files["initrd"] = initrd
     return files
+
+
+def guest_args(smp: str, shell: bool = False) -> list:
+    """QEMU arguments that boot the guest (UEFI, Linux, busybox)."""
+    files = prepare()
+    append = "console=ttyAMA0 panic=-1" + (" gen_series_shell"
+                                            if shell else "")
+    return ["-M", "virt,gic-version=3", "-cpu", "max", "-smp", smp,
+            "-m", "1G", "-no-reboot", "-bios", str(files["bios"]),
+            "-kernel", str(files["kernel"]), "-initrd", str(files["initrd"]),
+            "-append", append]
 
 
 def boot(binary: Path, smp: str, timeout: float = 180) -> dict:

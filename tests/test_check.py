@@ -35,7 +35,8 @@ def test_the_series_is_ready_to_send(release, tmp_path):
                                   "invariants"]
     assert all(s["ok"] and not s["skipped"] for s in steps.values())
     patches = sorted(p.name for p in (PROJECT / "patches" / release)
-                     .glob("000[1-9]*.patch"))
+                     .glob("[0-9][0-9][0-9][0-9]-*.patch")
+                     if not p.name.startswith("0000-"))
     assert [i["patch"] for i in steps["apply"]["items"]] == patches
     assert [i["patch"] for i in steps["bisect"]["items"]] == \
         patches + ["(tip)"]

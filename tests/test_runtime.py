@@ -1,0 +1,130 @@
+"""Enabling and disabling vCPUs at run time on the real patched QEMU
+(TCG, both releases): QMP/HMP, the Linux guest's PSCI CPU_ON, migration."""
+
+import pytest
+from guest import guest_args
+from qemu_session import Qemu, QmpError
+
+VIRT = ["-M", "virt,gic-version=3", "-cpu", "max", "-S"]
+BOOT1 = "/machine/unattached/device[1]"
+
+
+def vm(built, smp="cpus=2,disabledcpus=2"):
+    return Qemu(built[1], VIRT + ["-smp", smp])
+
+
+@pytest.mark.slow
+def test_first_enable_realizes_and_gives_a_thread(built):
+    with vm(built) as q:
+        before = q.powerstate()
+        assert [(c["admin-state"], c["realized"], "thread-id" in c)
+                for c in before] == [("enabled", True, True),
+                                     ("enabled", True, True),
+                                     ("disabled", False, False),
+                                     ("disabled", False, False)]
+        assert before[2]["qom-path"] == "/machine/vcpu[2]"
+        assert before[2]["props"]["core-id"] == 2
+        q.cmd("device-set", id="/machine/vcpu[2]", **{"admin-state":
+                                                      "enabled"})
+        cpu2 = q.powerstate()[2]
+        assert cpu2["admin-state"] == "enabled" and cpu2["realized"]
+        assert cpu2["thread-id"] > 0 and cpu2["powered-on"] is False
+        fast = q.cmd("query-cpus-fast")
+        assert sorted(c["cpu-index"] for c in fast) == [0, 1, 2]
+
+
+@pytest.mark.slow
+def test_disable_parks_and_enable_again_keeps_the_thread(built):
+    with vm(built) as q:
+        q.cmd("device-set", id="/machine/vcpu[3]", **{"admin-state":
+                                                      "enabled"})
+        thread = q.powerstate()[3]["thread-id"]
+        q.cmd("device-set", id="/machine/vcpu[3]", **{"admin-state":
+                                                      "disabled"})
+        cpu3 = q.powerstate()[3]
+        assert (cpu3["admin-state"], cpu3["realized"],
+                cpu3["thread-id"]) == ("disabled", True, thread)
+        q.cmd("device-set", **{"core-id": 3, "admin-state": "enabled"})
+        assert q.powerstate()[3]["thread-id"] == thread
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arguments, error", [
+    ({"id": "/machine/vcpu[2]", "admin-state": "disabled"},
+     "vCPU 2 is already disabled"),
+    ({"id": "/machine/unattached/device[0]", "admin-state": "disabled"},
+     "the boot vCPU cannot be disabled"),
+    ({"id": BOOT1, "admin-state": "enabled"}, "vCPU 1 is already enabled"),
+    ({"id": "nosuchdevice", "admin-state": "enabled"},
+     "Device 'nosuchdevice' not found"),
+    ({"core-id": 9, "admin-state": "enabled"},
+     "No vCPU matches the topology ids"),
+    ({"socket-id": 0, "admin-state": "enabled"},
+     "The topology ids match more than one vCPU"),
+    ({"admin-state": "enabled"},
+     "Give either 'id' or the topology ids of a vCPU"),
+])
+def test_bad_requests_get_clear_errors(built, arguments, error):
+    with vm(built) as q:
+        with pytest.raises(QmpError) as e:
+            q.cmd("device-set", **arguments)
+        assert e.value.desc == error
+
+
+@pytest.mark.slow
+def test_hmp_commands(built):
+    with vm(built) as q:
+        out = q.cmd("human-monitor-command",
+                    **{"command-line": "device_set /machine/vcpu[2] enabled"})
+        assert out == ""
+        info = q.cmd("human-monitor-command",
+                     **{"command-line": "info cpus-powerstate"})
+        lines = info.splitlines()
+        assert len(lines) == 4
+        assert lines[2].startswith("CPU #2: enabled, realized, powered off, "
+                                   "thread_id=")
+        assert lines[3] == ("CPU #3: disabled, not realized, powered off "
+                            "(/machine/vcpu[3])")
+
+
+@pytest.mark.slow
+def test_query_on_a_machine_without_possible_cpus(built):
+    with Qemu(built[1], ["-M", "none", "-S"]) as q:
+        assert q.cmd("query-cpus-powerstate") == []
+
+
+@pytest.mark.slow
+def test_migration_is_blocked_after_a_change(built):
+    with vm(built) as q:
+        q.cmd("device-set", id="/machine/vcpu[2]", **{"admin-state":
+                                                      "enabled"})
+        with pytest.raises(QmpError) as e:
+            q.cmd("migrate", uri="exec:cat > /dev/null")
+        assert "vCPU administrative power states were changed with " \
+            "device-set" in e.value.desc
+
+
+@pytest.mark.slow
+def test_guest_cannot_power_on_a_disabled_vcpu(built):
+    args = guest_args("cpus=2,disabledcpus=2", shell=True)
+    with Qemu(built[1], args, console=True) as q:
+        q.read_until(b"GUEST-SHELL-READY")
+        q.shell("echo 0 > /sys/devices/system/cpu/cpu1/online")
+        assert q.shell("cat /sys/devices/system/cpu/online").split()[-1] == "0"
+        q.cmd("device-set", id=BOOT1, **{"admin-state": "disabled"})
+        assert q.powerstate()[1]["admin-state"] == "disabled"
+
+        # PSCI CPU_ON is refused: Linux cannot bring the CPU online
+        out = q.shell("echo 1 > /sys/devices/system/cpu/cpu1/online; "
+                      "echo rc=$?")
+        assert "rc=0" not in out
+        assert q.shell("cat /sys/devices/system/cpu/online").split()[-1] == "0"
+        assert q.powerstate()[1]["powered-on"] is False
+
+        q.cmd("device-set", id=BOOT1, **{"admin-state": "enabled"})
+        out = q.shell("echo 1 > /sys/devices/system/cpu/cpu1/online; "
+                      "echo rc=$?")
+        assert "rc=0" in out
+        assert q.shell("cat /sys/devices/system/cpu/online").split()[-1] == \
+            "0-1"
+        assert q.powerstate()[1]["powered-on"] is True
