@@ -1,0 +1,110 @@
+"""Differential test: random sequences of device-set and system_reset on
+the real patched QEMU (TCG, both releases) against the reference model
+(specs/model.yaml).  After every step everything QMP shows (admin state,
+realized, thread, powered on, error messages) must be what the model
+predicts; hypothesis shrinks any divergence to a minimal sequence.
+
+At least 200 steps per release per run; GEN_SERIES_MODEL_STEPS sets more.
+Guest actions (PSCI CPU_ON/OFF) need a guest: test_runtime.py drives them
+with Linux, and the model-only tests explore them exhaustively.
+"""
+
+import os
+
+import pytest
+from conftest import PROJECT
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    invariant,
+    rule,
+    run_state_machine_as_test,
+)
+from qemu_session import Qemu, QmpError
+
+from generator.refmodel import Model, load_model
+from generator.specload import load_yaml
+
+CPUS, DISABLED = 2, 2
+STEPS = int(os.environ.get("GEN_SERIES_MODEL_STEPS", "200"))
+STEPS_PER_EXAMPLE = 10
+
+
+def machine_class(binary, model):
+    class Differential(RuleBasedStateMachine):
+        def __init__(self):
+            super().__init__()
+            self.vm = Qemu(binary, ["-M", "virt,gic-version=3", "-cpu", "max",
+                                    "-S", "-smp",
+                                    f"cpus={CPUS},disabledcpus={DISABLED}"])
+            self.vm.__enter__()
+            self.state = model.initial(CPUS, DISABLED, kvm=False)
+
+        def teardown(self):
+            self.vm.__exit__(None, None, None)
+
+        def apply(self, action, index, command, **arguments):
+            expected, refused = model.step(self.state, action, index)
+            try:
+                self.vm.cmd(command, **arguments)
+                got = None
+            except QmpError as e:
+                got = e.desc
+            assert got == refused, f"{action}({index}): QEMU said {got!r}, " \
+                f"the model {refused!r}"
+            self.state = expected
+
+        @rule(index=st.integers(0, CPUS + DISABLED - 1))
+        def enable(self, index):
+            # by topology: core-id is the slot on this machine
+            self.apply("enable", index, "device-set",
+                       **{"core-id": index, "admin-state": "enabled"})
+
+        @rule(index=st.integers(0, CPUS + DISABLED - 1))
+        def disable(self, index):
+            self.apply("disable", index, "device-set",
+                       **{"core-id": index, "admin-state": "disabled"})
+
+        @rule()
+        def reset(self):
+            self.apply("reset", None, "system_reset")
+
+        @invariant()
+        def qemu_shows_what_the_model_predicts(self):
+            seen = [(c["admin-state"], c["realized"], "thread-id" in c,
+                     c["powered-on"]) for c in self.vm.powerstate()]
+            predicted = [(c.admin, c.realized, c.thread, c.power == "on")
+                         for c in self.state]
+            assert seen == predicted
+
+    return Differential
+
+
+def run(binary, model, steps):
+    run_state_machine_as_test(
+        lambda: machine_class(binary, model)(),
+        settings=settings(max_examples=max(1, steps // STEPS_PER_EXAMPLE),
+                          stateful_step_count=STEPS_PER_EXAMPLE,
+                          deadline=None, database=None,
+                          suppress_health_check=list(HealthCheck)))
+
+
+@pytest.mark.slow
+def test_qemu_follows_the_model(built):
+    run(built[1], load_model(PROJECT / "specs" / "series.yaml"), STEPS)
+
+
+@pytest.mark.slow
+def test_a_divergence_is_found_and_shrunk(built):
+    # a model that wrongly says a disable unrealizes the vCPU
+    node = load_yaml(PROJECT / "specs" / "model.yaml")["model"]
+    node["actions"]["disable"]["set"]["realized"] = "False"
+    node["actions"]["disable"]["set"]["thread"] = "False"
+    with pytest.raises(AssertionError) as failure:
+        run(built[1], Model(node), 200)
+    # hypothesis reports the minimal sequence: disabling a realized vCPU
+    steps = [n for n in getattr(failure.value, "__notes__", [])
+             if n.startswith(("state.enable", "state.disable",
+                              "state.reset"))]
+    assert steps == ["state.disable(index=1)"], failure.value.__notes__
