@@ -59,14 +59,14 @@ def cmd_build(args) -> int:
 def cmd_check(args) -> int:
     import tempfile
 
-    from generator.check import pipeline
+    from generator.check import STEPS, pipeline
     from generator.model import load_series
     from generator.qemutree import cache_dir, resolve_base
     from generator.series import generate
 
     series = load_series(args.spec, args.templates)
     base = resolve_base(args.qemu, progress)
-    steps = [s for s in (args.only or pipeline.STEPS) if s not in args.skip]
+    steps = [s for s in (args.only or STEPS) if s not in args.skip]
     build_root = args.build_dir or cache_dir() / "builds" / base.version
     with tempfile.TemporaryDirectory(prefix="gen-series-check-") as tmp:
         series_dir = args.series
@@ -161,7 +161,7 @@ def make_parser() -> argparse.ArgumentParser:
                      "file and its object files")
     bld.set_defaults(func=cmd_build)
 
-    from generator.check.pipeline import STEPS
+    from generator.check import STEPS
     chk = sub.add_parser(
         "check", help="is the series ready to send? apply, checkpatch, "
         "bisectable builds, structure invariants",

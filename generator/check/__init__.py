@@ -8,3 +8,5 @@ Steps, in order (pipeline.py runs them):
                  cross build for what only an Arm KVM host compiles)
     invariants   the spec's structure invariants on the patched tree
 """
+
+STEPS = ("apply", "checkpatch", "bisect", "invariants")

@@ -39,6 +39,16 @@ class ParseFailed(Exception):
     pass
 
 
+def _closing_paren(text: str, i: int) -> int:
+    """Index of the ')' that closes the '(' at `i`."""
+    depth = 0
+    for j in range(i, len(text)):
+        depth += {"(": 1, ")": -1}.get(text[j], 0)
+        if depth == 0:
+            return j
+    return len(text) - 1
+
+
 def _strip_balanced(text: str, keyword: str, replacement: str = "") -> str:
     """Replace `keyword (...)`, parentheses balanced, with `replacement`."""
     out, pos = [], 0
@@ -50,14 +60,8 @@ def _strip_balanced(text: str, keyword: str, replacement: str = "") -> str:
             i += 1
         if i >= len(text) or text[i] != "(":
             continue
-        depth, j = 0, i
-        while j < len(text):
-            depth += {"(": 1, ")": -1}.get(text[j], 0)
-            if depth == 0:
-                break
-            j += 1
         out.append(text[pos:m.start()] + replacement)
-        pos = j + 1
+        pos = _closing_paren(text, i) + 1
     out.append(text[pos:])
     return "".join(out)
 
@@ -66,18 +70,9 @@ def _strip_statement_expressions(text: str) -> str:
     """Replace GNU statement expressions `({ ... })` by 0: they come from
     macros (g_new, assert, QTAILQ...), whose insides no invariant reads."""
     out, pos = [], 0
-    while True:
-        start = text.find("({", pos)
-        if start < 0:
-            break
-        depth, j = 0, start
-        while j < len(text):
-            depth += {"(": 1, ")": -1}.get(text[j], 0)
-            if depth == 0:
-                break
-            j += 1
+    while (start := text.find("({", pos)) >= 0:
         out.append(text[pos:start] + "(0)")
-        pos = j + 1
+        pos = _closing_paren(text, start) + 1
     out.append(text[pos:])
     return "".join(out)
 

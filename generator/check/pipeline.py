@@ -7,6 +7,7 @@ from pathlib import Path
 
 from generator import build as qbuild
 from generator import gitops
+from generator.check import STEPS
 from generator.check import invariants as inv_lib
 from generator.check.steps import (
     Build,
@@ -18,8 +19,6 @@ from generator.check.steps import (
 )
 from generator.errors import CheckFailed, GenError
 from generator.qemutree import BaseTree
-
-STEPS = ("apply", "checkpatch", "bisect", "invariants")
 
 
 def _builds(src: Path, build_root: Path, progress) -> list:
