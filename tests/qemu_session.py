@@ -38,14 +38,20 @@ class Qemu:
              *serial, "-qmp", f"unix:{sock},server=on,wait=off"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE)
+        # the socket file appears before QEMU listens on it: retry
         deadline = time.monotonic() + 30
-        while not Path(sock).exists():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("QEMU did not start: "
-                                   + self.proc.stderr.read().decode())
-            time.sleep(0.01)
-        self.sock = socket.socket(socket.AF_UNIX)
-        self.sock.connect(sock)
+        while True:
+            self.sock = socket.socket(socket.AF_UNIX)
+            try:
+                self.sock.connect(sock)
+                break
+            except (FileNotFoundError, ConnectionRefusedError):
+                self.sock.close()
+                if self.proc.poll() is not None or \
+                        time.monotonic() > deadline:
+                    raise RuntimeError("QEMU did not start: " +
+                                       self.proc.stderr.read().decode())
+                time.sleep(0.01)
         self.stream = self.sock.makefile("rw")
         self.events = []
         self.stream.readline()                  # the greeting
