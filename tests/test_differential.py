@@ -103,8 +103,13 @@ def test_a_divergence_is_found_and_shrunk(built):
     node["actions"]["disable"]["set"]["thread"] = "False"
     with pytest.raises(AssertionError) as failure:
         run(built[1], Model(node), 200)
-    # hypothesis reports the minimal sequence: disabling a realized vCPU
+    # hypothesis reports the shrunk sequence, which ends in the step that
+    # diverges: disabling a realized vCPU (1, a boot vCPU, shrinks best;
+    # refused no-op steps are not always shrunk away)
     steps = [n for n in getattr(failure.value, "__notes__", [])
              if n.startswith(("state.enable", "state.disable",
                               "state.reset"))]
-    assert steps == ["state.disable(index=1)"], failure.value.__notes__
+    assert steps, failure.value.__notes__
+    assert len(steps) <= 10
+    assert steps[-1].startswith("state.disable(index="), steps
+    assert steps[-1] != "state.disable(index=0)"
