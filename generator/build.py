@@ -104,9 +104,11 @@ def _run_logged(cmd: list, cwd: Path, log: Path, env: dict, what: str,
                         progress(f"{what}: {pct}% ({done}/{total})")
         proc.wait()
     if proc.returncode != 0:
-        tail = log.read_text(errors="replace").splitlines()
-        errors = [ln for ln in tail if "error" in ln.lower()][:20]
-        detail = "\n".join(errors or tail[-30:])
+        # what the tools said, without ninja's progress and command lines
+        said = [ln for ln in log.read_text(errors="replace").splitlines()
+                if not ln.startswith(("[", "FAILED: ")) and ln.strip()]
+        errors = [ln for ln in said if "error" in ln.lower()][:20]
+        detail = "\n".join(errors or said[-30:])
         raise CheckFailed(f"{what} failed (exit {proc.returncode}); "
                           f"see {log}:\n{detail}")
 

@@ -28,7 +28,7 @@ def test_first_enable_realizes_and_gives_a_thread(built):
                                                       "enabled"})
         cpu2 = q.powerstate()[2]
         assert cpu2["admin-state"] == "enabled" and cpu2["realized"]
-        assert cpu2["thread-id"] > 0 and cpu2["powered-on"] is False
+        assert cpu2["thread-id"] > 0 and cpu2["power-state"] == "off"
         fast = q.cmd("query-cpus-fast")
         assert sorted(c["cpu-index"] for c in fast) == [0, 1, 2]
 
@@ -81,9 +81,9 @@ def test_hmp_commands(built):
                      **{"command-line": "info cpus-powerstate"})
         lines = info.splitlines()
         assert len(lines) == 4
-        assert lines[2].startswith("CPU #2: enabled, realized, powered off, "
+        assert lines[2].startswith("CPU #2: enabled, realized, power off, "
                                    "thread_id=")
-        assert lines[3] == ("CPU #3: disabled, not realized, powered off "
+        assert lines[3] == ("CPU #3: disabled, not realized, power off "
                             "(/machine/vcpu[3])")
 
 
@@ -119,7 +119,7 @@ def test_guest_cannot_power_on_a_disabled_vcpu(built):
                       "echo rc=$?")
         assert "rc=0" not in out
         assert q.shell("cat /sys/devices/system/cpu/online").split()[-1] == "0"
-        assert q.powerstate()[1]["powered-on"] is False
+        assert q.powerstate()[1]["power-state"] == "off"
 
         q.cmd("device-set", id=BOOT1, **{"admin-state": "enabled"})
         out = q.shell("echo 1 > /sys/devices/system/cpu/cpu1/online; "
@@ -127,4 +127,4 @@ def test_guest_cannot_power_on_a_disabled_vcpu(built):
         assert "rc=0" in out
         assert q.shell("cat /sys/devices/system/cpu/online").split()[-1] == \
             "0-1"
-        assert q.powerstate()[1]["powered-on"] is True
+        assert q.powerstate()[1]["power-state"] == "on"
