@@ -15,6 +15,7 @@ import os
 import shlex
 import shutil
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 from generator import gitops
@@ -28,6 +29,19 @@ CONFIGURE_ARGS = [
 ]
 BINARY = "qemu-system-aarch64"
 MARKER = "gen-series-build"
+STAMP = "gen-series-applied"
+
+
+@dataclass
+class Build:
+    """One configured build directory inside the source clone."""
+    name: str
+    dir: Path
+    env: dict
+
+
+# where the native and the aarch64 cross build live, below the clone
+BUILD_DIRS = (Path("build"), Path("build-aarch64"))
 
 
 def series_files(series_dir: Path) -> list:
@@ -57,32 +71,53 @@ def prepare_source(base: BaseTree, patches: list, build_root: Path,
     repo = gitops.open_repo(src)
     # Same base, same patches, untouched tree: keep it, so that ninja only
     # rebuilds what changed since (re-applying would touch every file).
-    stamp = src / ".git" / "gen-series-applied"
-    wanted = _series_stamp(base, patches)
-    if stamp.is_file() and stamp.read_text() == wanted and \
-            not repo.git.status("--porcelain", "--untracked-files=no"):
+    stamp = src / ".git" / STAMP
+    if stamp.is_file() and stamp.read_text() == series_stamp(base, patches) \
+            and not repo.git.status("--porcelain", "--untracked-files=no"):
         progress(f"series already applied in {src}")
         return src
-    stamp.unlink(missing_ok=True)
-    if (src / ".git" / "rebase-apply").exists():
-        repo.git.am("--abort")
-    repo.git.checkout("-q", "-f", "--detach", base.commit)
-    repo.git.clean("-q", "-f", "-d", "-x", "-e", "/build/",
-                   "-e", "/build-aarch64/")
-    with repo.git.custom_environment(GIT_COMMITTER_NAME="gen-series",
-                                     GIT_COMMITTER_EMAIL="gen-series@localhost"):
-        for n, patch in enumerate(patches, 1):
-            progress(f"applying [{n}/{len(patches)}] {patch.name}")
-            gitops.am(repo, patch)
-    stamp.write_text(wanted)
+    for n, (patch, error) in enumerate(apply_one_by_one(src, base.commit,
+                                                        patches), 1):
+        progress(f"applying [{n}/{len(patches)}] {patch.name}")
+        if error:
+            raise CheckFailed(error)
+    mark_applied(src, base, patches)
     return src
 
 
-def _series_stamp(base: BaseTree, patches: list) -> str:
+def apply_one_by_one(src: Path, base: str, patches: list):
+    """Reset the clone at `src` to `base` (build dirs kept), then `git am`
+    the patches one at a time, yielding (patch, error or None) after each
+    and stopping at the first that does not apply."""
+    repo = gitops.open_repo(src)
+    (src / ".git" / STAMP).unlink(missing_ok=True)
+    if (src / ".git" / "rebase-apply").exists():
+        repo.git.am("--abort")
+    repo.git.checkout("-q", "-f", "--detach", base)
+    repo.git.clean("-q", "-f", "-d", "-x", *(f"--exclude=/{d.name}/"
+                                              for d in BUILD_DIRS))
+    # a fixed committer keeps the commits, and so `git log -L`, stable
+    with repo.git.custom_environment(**gitops.identity_env(
+            "%s <%s>" % gitops.BASE_IDENTITY, gitops.BASE_DATE)):
+        for patch in patches:
+            try:
+                gitops.am(repo, patch)
+            except CheckFailed as e:
+                yield patch, e.msg
+                return
+            yield patch, None
+
+
+def series_stamp(base: BaseTree, patches: list) -> str:
     h = hashlib.sha256(base.commit.encode())
     for patch in patches:
         h.update(patch.read_bytes())
-    return f"{h.hexdigest()}"
+    return h.hexdigest()
+
+
+def mark_applied(src: Path, base: BaseTree, patches: list) -> None:
+    """Record that the tree at `src` is `base` with `patches` applied."""
+    (src / ".git" / STAMP).write_text(series_stamp(base, patches))
 
 
 def _run_logged(cmd: list, cwd: Path, log: Path, env: dict, what: str,
@@ -169,18 +204,25 @@ def _compiler(cc: str) -> str:
     return f"--cc=ccache {cc}" if shutil.which("ccache") else f"--cc={cc}"
 
 
+def configure_native(src: Path, build_root: Path, progress) -> Build:
+    env = build_env(src)
+    return Build("native", configure(src, src / BUILD_DIRS[0], build_root,
+                                     progress,
+                                     CONFIGURE_ARGS + [_compiler("gcc")],
+                                     env), env)
+
+
 def build(base: BaseTree, series_dir: Path, build_root: Path, progress,
           targets: list = ()) -> Path:
     """Apply, configure, build; return the qemu-system-aarch64 path."""
     build_root = build_root.resolve()
-    src = prepare_source(base, series_files(series_dir), build_root, progress)
-    env = build_env(src)
-    build_dir = configure(src, src / "build", build_root, progress,
-                          CONFIGURE_ARGS + [_compiler("gcc")], env)
-    ninja(build_dir, build_root, [BINARY, *targets], env, progress)
-    check_warnings(build_root / f"ninja-{build_dir.name}.log",
-                   touched_c_files(series_files(series_dir)), src)
-    return build_dir / BINARY
+    patches = series_files(series_dir)
+    src = prepare_source(base, patches, build_root, progress)
+    native = configure_native(src, build_root, progress)
+    ninja(native.dir, build_root, [BINARY, *targets], native.env, progress)
+    check_warnings(build_root / f"ninja-{native.dir.name}.log",
+                   touched_c_files(patches), src)
+    return native.dir / BINARY
 
 
 # ---- the aarch64 cross build, for the code only an Arm host compiles ------
@@ -209,15 +251,19 @@ def _cross_env(src: Path, build_root: Path) -> dict:
 
 def touched_c_files(patches: list) -> list:
     """The C files a series changes, in order."""
-    import unidiff
     files = []
     for patch in patches:
-        for pf in unidiff.PatchSet.from_filename(str(patch),
-                                                 encoding="utf-8"):
-            if pf.path.endswith(".c") and not pf.is_removed_file and \
-                    pf.path not in files:
-                files.append(pf.path)
+        for path in changed_files(patch, with_removed=False):
+            if path.endswith(".c") and path not in files:
+                files.append(path)
     return files
+
+
+def changed_files(patch: Path, with_removed: bool = True) -> list:
+    """The files one patch changes."""
+    import unidiff
+    return [pf.path for pf in unidiff.PatchSet.from_filename(
+        str(patch), encoding="utf-8") if with_removed or not pf.is_removed_file]
 
 
 def object_targets(build_dir: Path, c_files: list) -> dict:
@@ -235,6 +281,18 @@ def object_targets(build_dir: Path, c_files: list) -> dict:
     return objects
 
 
+def cross_available() -> bool:
+    return shutil.which(CROSS_PREFIX + "gcc") is not None and \
+        (cross_sysroot() / "usr/include/libfdt.h").is_file()
+
+
+def configure_cross(src: Path, build_root: Path, progress) -> Build:
+    env = _cross_env(src, build_root)
+    return Build("aarch64-kvm", configure(src, src / BUILD_DIRS[1],
+                                          build_root, progress,
+                                          cross_configure_args(), env), env)
+
+
 def cross_configure_args() -> list:
     sysroot = cross_sysroot()
     return CONFIGURE_ARGS + [
@@ -249,18 +307,15 @@ def cross_build(base: BaseTree, series_dir: Path, build_root: Path,
     """Compile, for an aarch64 host with KVM, every C file the series
     changes that such a build compiles; return {file: [objects]}."""
     build_root = build_root.resolve()
-    sysroot = cross_sysroot()
-    if not (sysroot / "usr" / "include" / "libfdt.h").is_file():
-        raise ToolError(f"no arm64 libfdt in {sysroot}: run .ci/setup (it "
-                        "unpacks libfdt-dev:arm64 there)")
+    if not cross_available():
+        raise ToolError(f"no aarch64 cross toolchain, or no arm64 libfdt in "
+                        f"{cross_sysroot()}: run .ci/setup")
     patches = series_files(series_dir)
     src = prepare_source(base, patches, build_root, progress)
-    env = _cross_env(src, build_root)
-    build_dir = configure(src, src / "build-aarch64", build_root, progress,
-                          cross_configure_args(), env)
-    objects = object_targets(build_dir, touched_c_files(patches))
+    cross = configure_cross(src, build_root, progress)
+    objects = object_targets(cross.dir, touched_c_files(patches))
     wanted = [o for objs in objects.values() for o in objs]
-    ninja(build_dir, build_root, wanted, env, progress)
-    check_warnings(build_root / f"ninja-{build_dir.name}.log",
+    ninja(cross.dir, build_root, wanted, cross.env, progress)
+    check_warnings(build_root / f"ninja-{cross.dir.name}.log",
                    list(objects), src)
     return objects

@@ -105,6 +105,14 @@ def print_summary(results, base) -> None:
                 console.print(item["message"], markup=False)
 
 
+def add_spec_arguments(parser, what: str) -> None:
+    parser.add_argument("--spec", type=Path, default=DEFAULT_SPEC,
+                        help=f"{what} (default: %(default)s)")
+    parser.add_argument("--templates", type=Path, default=None,
+                        metavar="DIR", help="template directory (default: "
+                        "templates/ beside the spec's directory)")
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gen-series",
@@ -131,11 +139,7 @@ def make_parser() -> argparse.ArgumentParser:
     gen.add_argument("--out", required=True, type=Path, metavar="DIR",
                      help="where to write the series (created if missing; "
                      "stale NNNN-*.patch files there are removed)")
-    gen.add_argument("--spec", type=Path, default=DEFAULT_SPEC,
-                     help="the spec (default: %(default)s)")
-    gen.add_argument("--templates", type=Path, default=None, metavar="DIR",
-                     help="template directory (default: templates/ beside "
-                     "the spec's directory)")
+    add_spec_arguments(gen, "the spec")
     gen.set_defaults(func=cmd_generate)
 
     bld = sub.add_parser(
@@ -183,11 +187,8 @@ def make_parser() -> argparse.ArgumentParser:
                      help="work directory, reused between runs (default: "
                      "~/.cache/gen-series/builds/<release>, shared with "
                      "`build`)")
-    chk.add_argument("--spec", type=Path, default=DEFAULT_SPEC,
-                     help="the spec whose invariants are checked (default: "
-                     "%(default)s)")
-    chk.add_argument("--templates", type=Path, default=None, metavar="DIR",
-                     help=argparse.SUPPRESS)
+    add_spec_arguments(chk, "the spec whose invariants are checked, and "
+                       "that renders the series without --series")
     chk.add_argument("--only", action="append", choices=STEPS,
                      metavar="STEP", help="run only this step (repeatable): "
                      + ", ".join(STEPS))

@@ -28,7 +28,7 @@ def open_repo(path: Path) -> git.Repo:
     return repo
 
 
-def _identity_env(author: str, date: str) -> dict:
+def identity_env(author: str, date: str) -> dict:
     name, _, email = author.partition(" <")
     email = email.rstrip(">")
     return {"GIT_AUTHOR_NAME": name, "GIT_AUTHOR_EMAIL": email,
@@ -46,7 +46,7 @@ def commit_all(repo: git.Repo, message: str, author: str, date: str,
                force: bool = False) -> str:
     """Commit the whole work tree with a fixed identity and date."""
     repo.git.add("-A", *(["-f"] if force else []), ".")
-    with repo.git.custom_environment(**_identity_env(author, date)):
+    with repo.git.custom_environment(**identity_env(author, date)):
         repo.git.commit("-q", "--no-verify", "--allow-empty-message",
                         "-m", message)
     return repo.head.commit.hexsha
@@ -91,7 +91,7 @@ def commit_paths(repo: git.Repo, paths, message: str, author: str,
     repo.git.add("--", *sorted(paths))
     if not repo.git.diff("--cached", "--name-only"):
         return False
-    with repo.git.custom_environment(**_identity_env(author, date)):
+    with repo.git.custom_environment(**identity_env(author, date)):
         repo.git.commit("-q", "--no-verify", "-m", message)
     return True
 

@@ -121,6 +121,7 @@ class Series:
     patches: tuple
     templates: Path
     invariants: tuple = ()
+    model: Node | None = None   # the reference model's section, raw
     info: SourceInfo = field(compare=False, default=None)
 
 
@@ -382,11 +383,11 @@ def load_series(path: Path, templates: Path | None = None) -> Series:
     probes = _check_probes(top)
     raw_patches = list(top.get("patches", []))
     raw_invariants = list(top.get("invariants", []))
+    models = [top["model"]] if "model" in top else []
     for inc in top.get("include", []):
         if not isinstance(inc, str):
             raise SpecError("'include' lists file names", top.key_info["include"])
         sub = load_yaml(path.parent / inc, display_path(path.parent / inc))
-        # `model:` is the reference model's, read by generator/refmodel.py
         _check_keys(sub, "an included spec", (),
                     ("patches", "invariants", "model"))
         for key in ("patches", "invariants"):
@@ -394,6 +395,11 @@ def load_series(path: Path, templates: Path | None = None) -> Series:
                 raise SpecError(f"'{key}' must be a list", sub.key_info[key])
         raw_patches += sub.get("patches", [])
         raw_invariants += sub.get("invariants", [])
+        if "model" in sub:
+            models.append(sub["model"])
+    if len(models) > 1:
+        raise SpecError("the spec has a second 'model' section "
+                        f"(the first is at {models[0].info})", models[1].info)
     if not raw_patches:
         raise SpecError("the spec has no patches", top.info)
     seen_patches, seen_changes = {}, {}
@@ -404,5 +410,5 @@ def load_series(path: Path, templates: Path | None = None) -> Series:
     invariants = tuple(_check_invariant(i, params, seen_invariants)
                        for i in raw_invariants)
     return Series(params=params, probes=probes, patches=patches,
-                  templates=templates, invariants=invariants, info=top.info,
-                  **meta)
+                  templates=templates, invariants=invariants,
+                  model=models[0] if models else None, info=top.info, **meta)

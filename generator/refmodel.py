@@ -162,13 +162,9 @@ class Model:
 
 def load_model(spec_path) -> Model:
     """The model of a spec (its `model:` section, possibly included)."""
-    from pathlib import Path
+    from generator.model import load_series
 
-    from generator.specload import load_yaml
-    path = Path(spec_path)
-    top = load_yaml(path)
-    for node in [top] + [load_yaml(path.parent / inc, str(path.parent / inc))
-                         for inc in top.get("include", [])]:
-        if "model" in node:
-            return Model(node["model"])
-    raise SpecError("the spec has no 'model' section", top.info)
+    series = load_series(spec_path)
+    if series.model is None:
+        raise SpecError("the spec has no 'model' section", series.info)
+    return Model(series.model)

@@ -123,7 +123,7 @@ def generate(series: Series, base: BaseTree, out: Path,
 
         staged = tmp / "out"
         with repo.git.custom_environment(
-                **gitops._identity_env(series.author, series.date)):
+                **gitops.identity_env(series.author, series.date)):
             repo.git.format_patch(
                 f"{base.commit}..HEAD", o=str(staged), cover_letter=True,
                 base=base.commit, zero_commit=True, no_signature=True,

@@ -52,31 +52,6 @@ def test_smp_parse_unit_test_passes_with_new_cases(built):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("machine", ["sbsa-ref", "none"])
-def test_machines_without_opt_in_reject_disabledcpus(built, machine):
-    _, binary = built
-    proc = subprocess.run([binary, "-M", machine, "-smp",
-                           "cpus=1,disabledcpus=1", "-nodefaults",
-                           "-display", "none", "-S"],
-                          capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 1
-    assert proc.stderr == ("qemu-system-aarch64: disabledcpus not supported "
-                           "by this machine\n")
-
-
-@pytest.mark.slow
-def test_disabledcpus_beyond_maxcpus_is_rejected(built):
-    _, binary = built
-    proc = subprocess.run([binary, "-M", "virt,gic-version=3", "-smp",
-                           "cpus=2,disabledcpus=3,maxcpus=4", "-nodefaults",
-                           "-display", "none", "-S"],
-                          capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 1
-    assert proc.stderr == ("qemu-system-aarch64: Invalid CPU topology: "
-                           "cpus (2) + disabledcpus (3) exceed maxcpus (4)\n")
-
-
-@pytest.mark.slow
 def test_smp_help_lists_disabledcpus(built):
     _, binary = built
     proc = subprocess.run([binary, "-smp", "help"], capture_output=True,

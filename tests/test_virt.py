@@ -76,7 +76,14 @@ def test_guest_boots_with_two_online_cpus(built):
     ("virt,gic-version=3", "cpus=2,disabledcpus=2,maxcpus=6",
      "mach-virt: -smp disabledcpus requires maxcpus to be cpus + "
      "disabledcpus (4), not 6"),
+    ("virt,gic-version=3", "cpus=2,disabledcpus=3,maxcpus=4",
+     "Invalid CPU topology: cpus (2) + disabledcpus (3) exceed maxcpus (4)"),
+    # machines that do not opt in
     ("sbsa-ref", "cpus=2,disabledcpus=2",
+     "disabledcpus not supported by this machine"),
+    ("sbsa-ref", "cpus=1,disabledcpus=1",
+     "disabledcpus not supported by this machine"),
+    ("none", "cpus=1,disabledcpus=1",
      "disabledcpus not supported by this machine"),
 ])
 def test_unsupported_configurations_fail_with_one_line(built, machine, smp,

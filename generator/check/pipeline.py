@@ -1,7 +1,6 @@
 """Run the check steps in order and collect their results."""
 
 import json
-import shutil
 import time
 from pathlib import Path
 
@@ -10,9 +9,7 @@ from generator import gitops
 from generator.check import STEPS
 from generator.check import invariants as inv_lib
 from generator.check.steps import (
-    Build,
     StepResult,
-    _walk_series,
     step_apply,
     step_bisect,
     step_checkpatch,
@@ -24,18 +21,9 @@ from generator.qemutree import BaseTree
 def _builds(src: Path, build_root: Path, progress) -> list:
     """The native build, and the aarch64 cross build when its toolchain is
     installed (the Arm KVM code compiles only there)."""
-    env = qbuild.build_env(src)
-    native = qbuild.configure(src, src / "build", build_root, progress,
-                              qbuild.CONFIGURE_ARGS + [qbuild._compiler("gcc")],
-                              env)
-    builds = [Build("native", native, env)]
-    if shutil.which(qbuild.CROSS_PREFIX + "gcc") and \
-            (qbuild.cross_sysroot() / "usr/include/libfdt.h").is_file():
-        cenv = qbuild._cross_env(src, build_root)
-        cross = qbuild.configure(src, src / "build-aarch64", build_root,
-                                 progress, qbuild.cross_configure_args(),
-                                 cenv)
-        builds.append(Build("aarch64-kvm", cross, cenv))
+    builds = [qbuild.configure_native(src, build_root, progress)]
+    if qbuild.cross_available():
+        builds.append(qbuild.configure_cross(src, build_root, progress))
     else:
         progress("no aarch64 cross toolchain: the Arm KVM code is not "
                  "compiled (run .ci/setup)")
@@ -45,9 +33,9 @@ def _builds(src: Path, build_root: Path, progress) -> list:
 def _ensure_tip(src, base, patches, builds, build_root, progress) -> None:
     """The series applied and built, for the invariants (they preprocess
     real files, which needs the build's generated headers)."""
-    for patch, error in _walk_series(src, base, patches):
+    for _, error in qbuild.apply_one_by_one(src, base, patches):
         if error:
-            raise CheckFailed(f"{patch.name} does not apply: {error}")
+            raise CheckFailed(error)
     series_c = qbuild.touched_c_files(patches)
     qbuild.ninja(builds[0].dir, build_root, [qbuild.BINARY], builds[0].env,
                  progress)
@@ -115,11 +103,10 @@ def run(base: BaseTree, series_dir: Path, build_root: Path, series,
         result.seconds = round(time.monotonic() - start, 1)
         results.append(result)
     # leave the build dir as `gen-series build` would, applied and stamped
-    stamp = src / ".git" / "gen-series-applied"
     head = gitops.open_repo(src).git.rev_list("--count",
                                               f"{base.commit}..HEAD")
     if int(head) == len(patches):
-        stamp.write_text(qbuild._series_stamp(base, patches))
+        qbuild.mark_applied(src, base, patches)
     return results
 
 

@@ -5,7 +5,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from generator import build as qbuild
-from generator import gitops
 from generator.errors import CheckFailed
 
 
@@ -26,31 +25,9 @@ class StepResult:
         self.items.append({"patch": patch, "ok": True, "message": message})
 
 
-def _walk_series(src: Path, base: str, patches: list):
-    """Reset the clone to `base`, then apply the patches one at a time,
-    yielding (patch, error message or None) after each."""
-    repo = gitops.open_repo(src)
-    (src / ".git" / "gen-series-applied").unlink(missing_ok=True)
-    if (src / ".git" / "rebase-apply").exists():
-        repo.git.am("--abort")
-    repo.git.checkout("-q", "-f", "--detach", base)
-    repo.git.clean("-q", "-f", "-d", "-x", "-e", "/build/",
-                   "-e", "/build-aarch64/")
-    with repo.git.custom_environment(GIT_COMMITTER_NAME="gen-series",
-                                     GIT_COMMITTER_EMAIL="gen-series@localhost",
-                                     GIT_COMMITTER_DATE="2000-01-01T00:00:00"):
-        for patch in patches:
-            try:
-                gitops.am(repo, patch)
-            except CheckFailed as e:
-                yield patch, e.msg
-                return
-            yield patch, None
-
-
 def step_apply(src: Path, base: str, patches: list, progress) -> StepResult:
     result = StepResult("apply")
-    for patch, error in _walk_series(src, base, patches):
+    for patch, error in qbuild.apply_one_by_one(src, base, patches):
         progress(f"apply: {patch.name}: {'FAILED' if error else 'ok'}")
         if error:
             result.fail(patch.name, error)
@@ -111,14 +88,6 @@ def _header_users(build_dir: Path, objects: list) -> dict:
     return users
 
 
-@dataclass
-class Build:
-    """One configured build: native, or the aarch64 cross build."""
-    name: str
-    dir: Path
-    env: dict
-
-
 def _compile_errors(log: Path) -> str:
     lines = log.read_text(errors="replace").splitlines()
     errors = [ln for ln in lines if ": error: " in ln or "Error " in ln
@@ -138,12 +107,12 @@ def step_bisect(src: Path, base: str, patches: list, builds: list,
                                           .values() for o in objs])
             for b in builds}
     native = builds[0].name
-    walk = _walk_series(src, base, patches)
+    walk = qbuild.apply_one_by_one(src, base, patches)
     for patch, error in walk:
         if error:
-            result.fail(patch.name, f"does not apply: {error}")
+            result.fail(patch.name, error)
             break
-        touched = [f for f in _touched(patch)]
+        touched = qbuild.changed_files(patch)
         wanted = {}
         for b in builds:
             targets = []
@@ -190,9 +159,3 @@ def step_bisect(src: Path, base: str, patches: list, builds: list,
     result.summary = (f"first broken: {broken[0]}" if broken else
                       f"{len(patches)} patches compile one by one, tip builds")
     return result
-
-
-def _touched(patch: Path) -> list:
-    import unidiff
-    return [pf.path for pf in unidiff.PatchSet.from_filename(
-        str(patch), encoding="utf-8")]
