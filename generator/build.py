@@ -14,6 +14,7 @@ import hashlib
 import os
 import shlex
 import shutil
+import sys
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,9 @@ CONFIGURE_ARGS = [
     "--target-list=aarch64-softmmu", "--disable-docs", "--disable-tools",
     "--disable-user", "--disable-werror", "--disable-rust",
     "--enable-fdt=system", "--disable-install-blobs",
+    # the interpreter running gen-series has meson (its venv), not
+    # necessarily the first python3 on PATH
+    f"--python={sys.executable}",
 ]
 BINARY = "qemu-system-aarch64"
 MARKER = "gen-series-build"

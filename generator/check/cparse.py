@@ -16,11 +16,17 @@ import subprocess
 from functools import lru_cache
 from pathlib import Path
 
+from importlib import metadata
+
 from pycparser import c_ast
-from pycparserext.ext_c_parser import GnuCParser
 
 from generator import anchors
 from generator.errors import ToolError
+
+# pycparserext reaches into pycparser's private parser methods, so each of
+# its releases works with a narrow range of pycparser releases only.  Keep
+# in step with pyproject.toml.
+SUPPORTED = "pycparser>=3.0,<3.12 with pycparserext>=2026.1,<2027"
 
 PRELUDE_TYPES = {
     "_Float32": "float", "_Float64": "double", "_Float32x": "double",
@@ -117,6 +123,31 @@ C_TYPE_KEYWORDS = {"_Bool", "_Complex", "void", "char", "short", "int",
                    "long", "float", "double", "signed", "unsigned"}
 
 
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "(not installed)"
+
+
+@lru_cache(maxsize=1)
+def gnu_parser_class():
+    """pycparserext's GnuCParser, once proven to parse with the installed
+    pycparser; a mismatched pair is a ToolError naming both packages
+    (otherwise it shows up as every invariant failing)."""
+    try:
+        from pycparserext.ext_c_parser import GnuCParser
+        GnuCParser().parse("static int f(int a) { if (a) { return a; } "
+                           "return 0; }\n")
+    except Exception as e:  # any failure here is the pair's, not the code's
+        raise ToolError(
+            f"pycparserext {_version('pycparserext')} does not work with "
+            f"pycparser {_version('pycparser')} ({type(e).__name__}: "
+            f"{str(e).splitlines()[0] if str(e) else ''}); install "
+            f"{SUPPORTED} (pip install -e . does)")
+    return GnuCParser
+
+
 def _type_names(node) -> set:
     names = set()
     for n in anchors._walk(node):
@@ -149,7 +180,7 @@ def parse_function(build_dirs: list, rel_path: str,
     prelude = "".join(f"typedef {PRELUDE_TYPES.get(t, 'int')} {t};\n"
                       for t in sorted(_type_names(node)))
     try:
-        ast = GnuCParser().parse(prelude + source, f"{rel_path}:{name}")
+        ast = gnu_parser_class()().parse(prelude + source, f"{rel_path}:{name}")
     except Exception as e:      # pycparser raises plain ParseError types
         raise ParseFailed(f"pycparser cannot parse {name} in {rel_path}: "
                           f"{e}")

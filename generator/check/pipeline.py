@@ -6,7 +6,7 @@ from pathlib import Path
 
 from generator import build as qbuild
 from generator import gitops
-from generator.check import STEPS
+from generator.check import STEPS, cparse
 from generator.check import invariants as inv_lib
 from generator.check.steps import (
     StepResult,
@@ -72,6 +72,8 @@ def run(base: BaseTree, series_dir: Path, build_root: Path, series,
         steps: list, progress) -> list:
     """Run `steps` (a subset of STEPS, in STEPS order); return results."""
     build_root = build_root.resolve()
+    if "invariants" in steps:
+        cparse.gnu_parser_class()    # a broken parser install: exit 2 now
     patches = qbuild.series_files(series_dir)
     src = qbuild.prepare_source(base, [], build_root, progress)
     results, builds = [], None
