@@ -75,7 +75,7 @@ def cmd_check(args) -> int:
             series_dir = Path(tmp) / "series"
             generate(series, base, series_dir, progress)
         results = pipeline.run(base, series_dir, build_root, series, steps,
-                               progress)
+                               progress, args.guest)
         if args.json:
             args.json.write_text(pipeline.to_json(results, base, series_dir))
     print_summary(results, base)
@@ -95,6 +95,9 @@ def print_summary(results, base) -> None:
         style = "dim" if r.skipped else ("green" if r.ok else "bold red")
         table.add_row(r.name, f"[{style}]{verdict}[/]", str(r.seconds),
                       r.summary)
+    for r in results:
+        for name, seconds in r.figures.items():
+            table.add_row("", "", f"{seconds:.2f}", f"{r.name}: {name}")
     console = Console(highlight=False, width=100)
     console.print(table)
     for r in results:
@@ -177,8 +180,12 @@ def make_parser() -> argparse.ArgumentParser:
         "it changes (native, and in the aarch64 KVM cross build for what "
         "only that compiles), then build qemu-system-aarch64 at the tip.  "
         "invariants: the spec's structure invariants, checked with "
-        "pycparser on the real preprocessed files.  Exit status 0 only if "
-        "every step passes.")
+        "pycparser on the real preprocessed files.  kvm: a KVM-only aarch64 "
+        "build of the tip, run under real KVM on an Arm host that the "
+        "native build emulates (TCG with EL2, the --guest kernel): start "
+        "with disabled vCPUs, system_reset, enable, guest code on the "
+        "enabled vCPU, disable, PSCI CPU_ON denied; about a minute once "
+        "built.  Exit status 0 only if every step passes.")
     chk.add_argument("--qemu", required=True, metavar="PATH", help=qemu_help)
     chk.add_argument("--series", type=Path, metavar="DIR",
                      help="the series to check (default: generate it from "
@@ -196,6 +203,11 @@ def make_parser() -> argparse.ArgumentParser:
                      metavar="STEP", help="skip this step (repeatable)")
     chk.add_argument("--json", type=Path, metavar="FILE",
                      help="also write every step's result as JSON")
+    chk.add_argument("--guest", type=Path, metavar="DIR",
+                     help="the emulated Arm host's Image-*.xz kernel and "
+                     "static busybox-* for the kvm step (default: "
+                     "$GEN_SERIES_GUEST or ../shared/guest beside the "
+                     "project)")
     chk.set_defaults(func=cmd_check)
     return parser
 

@@ -1,14 +1,11 @@
 """The arm64 Linux guest from ../shared/guest, booted under TCG.
 
 The kernel and firmware are decompressed once into
-~/.cache/gen-series/guest; the initramfs (busybox and an /init that prints
-the guest's view of its CPUs, then powers off) is written in Python, in
-the kernel's "newc" cpio format, so no cpio tool is needed.
+~/.cache/gen-series/guest; the initramfs is busybox and an /init that
+prints the guest's view of its CPUs, then powers off
+(generator/initramfs.py writes it).
 """
 
-import gzip
-import lzma
-import os
 import re
 import subprocess
 import time
@@ -16,9 +13,10 @@ from pathlib import Path
 
 from conftest import SHARED
 
+from generator import initramfs
+
 GUEST = SHARED / "guest"
-CACHE = Path(os.environ.get("GEN_SERIES_CACHE",
-                            Path.home() / ".cache" / "gen-series")) / "guest"
+CACHE = initramfs.cache_dir() / "guest"
 
 INIT = """#!/bin/busybox sh
 /bin/busybox mkdir -p /proc /sys
@@ -39,40 +37,15 @@ fi
 """
 
 
-def _cpio_entry(name: str, mode: int, data: bytes = b"", rdev=(0, 0),
-                ino: int = 1) -> bytes:
-    fields = [ino, mode, 0, 0, 1, 0, len(data), 0, 0, rdev[0], rdev[1],
-              len(name) + 1, 0]
-    head = b"070701" + b"".join(b"%08X" % f for f in fields)
-    blob = head + name.encode() + b"\0"
-    blob += b"\0" * (-len(blob) % 4) + data
-    return blob + b"\0" * (-len(blob) % 4)
-
-
 def make_initramfs(busybox: Path) -> bytes:
-    entries = [("bin", 0o040755, b"", (0, 0)),
-               ("dev", 0o040755, b"", (0, 0)),
-               ("dev/console", 0o020600, b"", (5, 1)),
-               ("bin/busybox", 0o100755, busybox.read_bytes(), (0, 0)),
-               ("init", 0o100755, INIT.encode(), (0, 0))]
-    out = b"".join(_cpio_entry(n, m, d, r, i)
-                   for i, (n, m, d, r) in enumerate(entries, 1))
-    out += _cpio_entry("TRAILER!!!", 0, ino=0)
-    return gzip.compress(out, mtime=0)
+    return initramfs.cpio(initramfs.busybox_entries(busybox, INIT))
 
 
 def prepare() -> dict:
     """Paths of the kernel, firmware and initramfs (made once)."""
-    CACHE.mkdir(parents=True, exist_ok=True)
-    files = {}
-    for key, pattern in (("kernel", "Image-*.xz"), ("bios", "QEMU_EFI-*.xz")):
-        src = next(GUEST.glob(pattern))
-        dest = CACHE / src.name[:-3]
-        if not dest.exists():
-            tmp = dest.with_suffix(".tmp")
-            tmp.write_bytes(lzma.decompress(src.read_bytes()))
-            tmp.rename(dest)
-        files[key] = dest
+    files = {key: initramfs.unpacked(next(GUEST.glob(pattern)))
+             for key, pattern in (("kernel", "Image-*.xz"),
+                                  ("bios", "QEMU_EFI-*.xz"))}
     initrd = CACHE / "initrd.cpio.gz"
     data = make_initramfs(next(GUEST.glob("busybox-*")))
     if not initrd.exists() or initrd.read_bytes() != data:

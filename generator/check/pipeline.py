@@ -13,8 +13,10 @@ from generator.check.steps import (
     step_apply,
     step_bisect,
     step_checkpatch,
+    step_kvm,
 )
 from generator.errors import CheckFailed, GenError
+from generator.kvm.nested import default_guest_dir
 from generator.qemutree import BaseTree
 
 
@@ -69,14 +71,15 @@ def step_invariants(series, src, base, patches, builds, progress):
 
 
 def run(base: BaseTree, series_dir: Path, build_root: Path, series,
-        steps: list, progress) -> list:
-    """Run `steps` (a subset of STEPS, in STEPS order); return results."""
+        steps: list, progress, guest: Path | None = None) -> list:
+    """Run `steps` (a subset of STEPS, in STEPS order); return results.
+    `guest` holds the emulated Arm host's kernel and busybox (kvm step)."""
     build_root = build_root.resolve()
     if "invariants" in steps:
         cparse.gnu_parser_class()    # a broken parser install: exit 2 now
     patches = qbuild.series_files(series_dir)
     src = qbuild.prepare_source(base, [], build_root, progress)
-    results, builds = [], None
+    results, builds, tip_built = [], None, False
     for name in STEPS:
         if name not in steps:
             results.append(StepResult(name, skipped=True, summary="skipped"))
@@ -86,22 +89,26 @@ def run(base: BaseTree, series_dir: Path, build_root: Path, series,
             result = step_apply(src, base.commit, patches, progress)
         elif name == "checkpatch":
             result = step_checkpatch(src, patches, progress)
+        elif any(not r.ok for r in results if r.name == "apply"):
+            result = StepResult(name, ok=False,
+                                summary="not run: the series does not apply")
         else:
-            if any(not r.ok for r in results if r.name == "apply"):
-                result = StepResult(name, ok=False,
-                                    summary="not run: the series does not "
-                                    "apply")
+            builds = builds or _builds(src, build_root, progress)
+            if name == "bisect":
+                result = step_bisect(src, base.commit, patches, builds,
+                                     build_root, progress)
+                tip_built = result.ok
             else:
-                builds = builds or _builds(src, build_root, progress)
-                if name == "bisect":
-                    result = step_bisect(src, base.commit, patches, builds,
-                                         build_root, progress)
-                else:
-                    if "bisect" not in steps or not results[-1].ok:
-                        _ensure_tip(src, base.commit, patches, builds,
-                                    build_root, progress)
+                if not tip_built:
+                    _ensure_tip(src, base.commit, patches, builds,
+                                build_root, progress)
+                    tip_built = True
+                if name == "invariants":
                     result = step_invariants(series, src, base.commit,
                                              patches, builds, progress)
+                else:
+                    result = step_kvm(src, patches, builds, build_root,
+                                      guest or default_guest_dir(), progress)
         result.seconds = round(time.monotonic() - start, 1)
         results.append(result)
     # leave the build dir as `gen-series build` would, applied and stamped
@@ -119,7 +126,8 @@ def to_json(results: list, base: BaseTree, series_dir: Path) -> str:
         "ok": all(r.ok for r in results),
         "steps": [{"name": r.name, "ok": r.ok, "skipped": r.skipped,
                    "summary": r.summary, "seconds": r.seconds,
-                   "items": r.items} for r in results],
+                   "figures": r.figures, "items": r.items}
+                  for r in results],
     }, indent=2) + "\n"
 
 

@@ -16,6 +16,7 @@ class StepResult:
     items: list = field(default_factory=list)   # {"patch", "ok", "message"}
     seconds: float = 0.0
     skipped: bool = False
+    figures: dict = field(default_factory=dict)  # measured, name -> seconds
 
     def fail(self, patch: str, message: str) -> None:
         self.ok = False
@@ -158,4 +159,41 @@ def step_bisect(src: Path, base: str, patches: list, builds: list,
     broken = [i["patch"] for i in result.items if not i["ok"]]
     result.summary = (f"first broken: {broken[0]}" if broken else
                       f"{len(patches)} patches compile one by one, tip builds")
+    return result
+
+
+def step_kvm(src: Path, patches: list, builds: list, build_root: Path,
+             guest: Path, progress) -> StepResult:
+    """The series under real KVM: its KVM-only aarch64 build run on an
+    emulated Arm host (TCG with EL2) by the native build of the same tree
+    (generator/kvm)."""
+    from generator.kvm import nested, scenario
+    result = StepResult("kvm")
+    if not qbuild.cross_available():
+        result.skipped = True
+        result.summary = ("not run: no aarch64 cross toolchain or arm64 "
+                          "libraries (.ci/setup installs them)")
+        return result
+    kernel, busybox = nested.guest_files(guest)
+    try:
+        inner = qbuild.build_kvm_host(src, build_root, patches, progress)
+    except CheckFailed as e:
+        result.fail("(kvm build)", e.msg)
+        result.summary = "the KVM-only aarch64 build fails"
+        return result
+    host = nested.NestedHost(builds[0].dir / qbuild.BINARY, inner, kernel,
+                             busybox, build_root / "nested")
+    outcome = scenario.run(host, progress)
+    for name, ok, message in outcome.stages:
+        progress(f"kvm: {name}: {'ok' if ok else 'FAILED'}")
+        (result.passed if ok else result.fail)(name, message)
+    figures = dict(outcome.figures)
+    if outcome.ok:
+        figures.update(scenario.startup_figures(host, 7, progress))
+    for name, seconds in figures.items():
+        progress(f"kvm: {name}: {seconds:.2f} s")
+    result.figures = {k: round(v, 3) for k, v in figures.items()}
+    passed = sum(1 for _, ok, _ in outcome.stages if ok)
+    result.summary = (f"{passed}/{len(outcome.stages)} stages pass under "
+                      f"nested KVM ({figures['nested run']:.0f} s)")
     return result

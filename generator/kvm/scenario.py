@@ -1,0 +1,185 @@
+"""What the series must do under real KVM, run on the emulated Arm host
+(nested.py) with the bare-metal payload (payload.S) as the guest.
+
+Each stage is a named check with a message saying what was seen; the
+`kvm` step of `gen-series check` and the tests report them as they are.
+"""
+
+import time
+from dataclasses import dataclass, field
+
+from generator.kvm.nested import NestedHost, read_mailbox
+from generator.qmp import QmpError
+
+MAGIC = 0x314c504d564b5347          # payload.S slot 0: "GSKVMPL1"
+DENIED = -3                         # PSCI_RET_DENIED
+SMP = "cpus=2,disabledcpus=2"
+VCPU2 = "/machine/vcpu[2]"
+
+
+def inner_args(smp: str) -> list:
+    return ["-M", "virt,gic-version=3", "-accel", "kvm", "-cpu", "host",
+            "-smp", smp, "-m", "128M", "-kernel", "/payload.elf"]
+
+
+@dataclass
+class Mailbox:
+    """The payload's view (payload.S), for CPU n: how often CPU_ON for it
+    returned what, how often guest code ran on it."""
+    slots: list
+
+    @property
+    def up(self) -> bool:
+        return self.slots[0] == MAGIC
+
+    @property
+    def sweeps(self) -> int:
+        return self.slots[2]
+
+    def last_cpu_on(self, n: int) -> int:
+        return self.slots[8 + n]
+
+    def cpu_on_returned(self, n: int, code: int) -> bool:
+        return bool(self.slots[16 + n] & (1 << -code))
+
+    def runs(self, n: int) -> int:
+        return self.slots[24 + n]
+
+    def mpidr(self, n: int) -> int:
+        return self.slots[32 + n]
+
+
+@dataclass
+class Outcome:
+    stages: list = field(default_factory=list)   # (name, ok, message)
+    figures: dict = field(default_factory=dict)  # name -> seconds
+
+    def check(self, name: str, ok: bool, message: str) -> bool:
+        self.stages.append((name, bool(ok), message))
+        return ok
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.stages) and all(ok for _, ok, _ in self.stages)
+
+
+def wait_for(qmp, predicate, timeout: float = 20) -> Mailbox:
+    """Poll the mailbox until `predicate(mailbox)`; the last one read."""
+    deadline = time.monotonic() + timeout
+    while True:
+        box = Mailbox(read_mailbox(qmp))
+        if predicate(box) or time.monotonic() > deadline:
+            return box
+        time.sleep(0.1)
+
+
+def states(qmp) -> dict:
+    return {c["cpu-index"]: c for c in qmp.cmd("query-cpus-powerstate")}
+
+
+def describe(box: Mailbox, n: int) -> str:
+    return (f"vCPU {n}: ran {box.runs(n)} times, last CPU_ON returned "
+            f"{box.last_cpu_on(n)}")
+
+
+def _drive(qmp, out: Outcome) -> None:
+    sve = qmp.cmd("qom-get", path="/machine/unattached/device[0]",
+                  property="sve")
+    out.check("start", True, f"{SMP} started under KVM with -cpu host "
+              f"(SVE {'on' if sve else 'off'})")
+    cpus = states(qmp)
+    out.check("query", len(cpus) == 4 and
+              [cpus[i]["admin-state"] for i in range(4)] ==
+              ["enabled", "enabled", "disabled", "disabled"] and
+              not cpus[2]["realized"],
+              "query-cpus-powerstate: " + ", ".join(
+                  f"{i} {c['admin-state']}/{'realized' if c['realized'] else 'unrealized'}"
+                  for i, c in sorted(cpus.items())))
+
+    box = wait_for(qmp, lambda b: b.up and b.runs(1) > 0 and
+                   b.cpu_on_returned(2, DENIED) and
+                   b.cpu_on_returned(3, DENIED))
+    out.check("boot-denied", box.up and box.runs(1) > 0 and
+              box.cpu_on_returned(2, DENIED) and box.runs(2) == 0 and
+              box.cpu_on_returned(3, DENIED) and box.runs(3) == 0,
+              f"payload up: {box.up}; {describe(box, 1)}; "
+              f"{describe(box, 2)}; {describe(box, 3)}")
+
+    before = box.sweeps
+    qmp.cmd("system_reset")
+    box = wait_for(qmp, lambda b: b.up and b.sweeps < before and
+                   b.runs(1) > 0)
+    out.check("reset", box.up and box.sweeps < before and box.runs(1) > 0,
+              f"after system_reset the payload started again "
+              f"({box.sweeps} sweeps, was {before}); {describe(box, 1)}")
+
+    start = time.monotonic()
+    qmp.cmd("device-set", id=VCPU2, **{"admin-state": "enabled"})
+    out.figures["first enable (QMP)"] = time.monotonic() - start
+    box = wait_for(qmp, lambda b: b.runs(2) > 0)
+    out.figures["first enable to guest code"] = time.monotonic() - start
+    cpu2 = states(qmp)[2]
+    out.check("enable", cpu2["admin-state"] == "enabled" and
+              cpu2["realized"] and box.runs(2) > 0 and box.mpidr(2) == 2,
+              f"device-set enable: vCPU 2 {cpu2['admin-state']}, "
+              f"realized {cpu2['realized']}; {describe(box, 2)}, "
+              f"its MPIDR Aff0 {box.mpidr(2)}")
+
+    before = box.sweeps
+    qmp.cmd("system_reset")
+    box = wait_for(qmp, lambda b: b.up and b.sweeps < before and
+                   b.runs(2) > 0)
+    out.check("reset-enabled", box.sweeps < before and box.runs(2) > 0,
+              f"after system_reset: {describe(box, 2)}")
+
+    qmp.cmd("device-set", id=VCPU2, **{"admin-state": "disabled"})
+    cpu2 = states(qmp)[2]
+    box = wait_for(qmp, lambda b: b.last_cpu_on(2) == DENIED)
+    runs = box.runs(2)
+    later = wait_for(qmp, lambda b: b.sweeps > box.sweeps + 3)
+    out.check("disable-denied", cpu2["admin-state"] == "disabled" and
+              cpu2["power-state"] == "off" and
+              later.last_cpu_on(2) == DENIED and later.runs(2) == runs,
+              f"device-set disable: vCPU 2 {cpu2['admin-state']}, power "
+              f"{cpu2['power-state']}; then over "
+              f"{later.sweeps - box.sweeps} sweeps: {describe(later, 2)}")
+
+
+def run(host: NestedHost, progress) -> Outcome:
+    """The whole scenario, then the start-up figures."""
+    out = Outcome()
+    start = time.monotonic()
+
+    def script(qmp, _run):
+        try:
+            _drive(qmp, out)
+        except QmpError as e:
+            out.check("qmp", False, f"a QMP command failed: {e.desc}")
+
+    progress(f"kvm: {SMP} under KVM on the emulated Arm host")
+    inner = host.run(inner_args(SMP), script)
+    if not inner.started:
+        out.check("start", False, "QEMU did not start under KVM (exit "
+                  f"{inner.exit_code}):\n{tail(inner.console)}")
+    elif inner.error:
+        out.check("qmp", False, f"{inner.error}\n{tail(inner.console)}")
+    out.figures["nested run"] = time.monotonic() - start
+    return out
+
+
+def startup_figures(host: NestedHost, disabled: int, progress) -> dict:
+    """Seconds from the inner QEMU's start to its QMP greeting under KVM,
+    with `disabled` pre-created disabled vCPUs against as many running."""
+    figures = {}
+    for smp in (f"cpus=1,disabledcpus={disabled}", str(disabled + 1)):
+        progress(f"kvm: start-up time, -smp {smp}")
+        inner = host.run(inner_args(smp))
+        if inner.started:
+            figures[f"start-up -smp {smp}"] = inner.seconds_to_qmp
+    return figures
+
+
+def tail(console: str, lines: int = 12) -> str:
+    """The end of the emulated host's console, without kernel log lines."""
+    kept = [ln for ln in console.splitlines() if not ln.startswith("[")]
+    return "\n".join(kept[-lines:])

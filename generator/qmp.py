@@ -1,0 +1,74 @@
+"""A QMP client over any connected stream socket: JSON lines, commands
+answered in order, events kept.
+
+The nested KVM harness reaches the inner QEMU's monitor through a serial
+line of the emulated host, which is not a socket QEMU listens on itself,
+so the client takes a socket that is already connected.
+"""
+
+import json
+import select
+import socket
+import time
+
+
+class QmpError(Exception):
+    def __init__(self, desc: str):
+        super().__init__(desc)
+        self.desc = desc
+
+
+class QmpClosed(EOFError):
+    """The other end went away (QEMU exited)."""
+
+
+class Qmp:
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+        self.buffer = b""
+        self.events: list = []
+
+    def message(self, timeout: float) -> dict:
+        """The next message; TimeoutError leaves a partial one buffered."""
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self.buffer:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"no QMP message within {timeout:.0f} s")
+            if select.select([self.sock], [], [], left)[0]:
+                data = self.sock.recv(65536)
+                if not data:
+                    raise QmpClosed("QEMU closed its monitor")
+                self.buffer += data
+        line, _, self.buffer = self.buffer.partition(b"\n")
+        return json.loads(line) if line.strip() else self.message(timeout)
+
+    def greeting(self, timeout: float = 60) -> dict:
+        """Wait for the greeting, then leave capabilities negotiation."""
+        hello = self.message(timeout)
+        return self.negotiate(hello)
+
+    def negotiate(self, hello: dict) -> dict:
+        if "QMP" not in hello:
+            raise QmpError(f"not a QMP greeting: {hello}")
+        self.cmd("qmp_capabilities")
+        return hello["QMP"]
+
+    def cmd(self, name: str, timeout: float = 60, **arguments):
+        """The command's return value; raise QmpError with its message."""
+        msg = {"execute": name}
+        if arguments:
+            msg["arguments"] = arguments
+        self.sock.sendall(json.dumps(msg).encode() + b"\n")
+        while True:
+            reply = self.message(timeout)
+            if "event" in reply:
+                self.events.append(reply)
+            else:
+                break
+        if "error" in reply:
+            raise QmpError(reply["error"]["desc"])
+        return reply["return"]
+
+    def hmp(self, command: str) -> str:
+        return self.cmd("human-monitor-command", **{"command-line": command})
