@@ -36,7 +36,10 @@ class Qmp:
             if left <= 0:
                 raise TimeoutError(f"no QMP message within {timeout:.0f} s")
             if select.select([self.sock], [], [], left)[0]:
-                data = self.sock.recv(65536)
+                try:
+                    data = self.sock.recv(65536)
+                except OSError as e:
+                    raise QmpClosed(f"QEMU's monitor went away: {e}")
                 if not data:
                     raise QmpClosed("QEMU closed its monitor")
                 self.buffer += data
@@ -59,7 +62,10 @@ class Qmp:
         msg = {"execute": name}
         if arguments:
             msg["arguments"] = arguments
-        self.sock.sendall(json.dumps(msg).encode() + b"\n")
+        try:
+            self.sock.sendall(json.dumps(msg).encode() + b"\n")
+        except OSError as e:
+            raise QmpClosed(f"QEMU's monitor went away: {e}")
         while True:
             reply = self.message(timeout)
             if "event" in reply:

@@ -32,14 +32,27 @@ def test_the_series_is_ready_to_send(release, tmp_path):
                         tmp_path=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
     assert [s for s in steps] == ["apply", "checkpatch", "bisect",
-                                  "invariants"]
+                                  "invariants", "kvm"]
+    if steps["kvm"]["skipped"]:
+        pytest.skip(f"kvm step: {steps['kvm']['summary']}")
     assert all(s["ok"] and not s["skipped"] for s in steps.values())
+    # under real KVM (nested): every stage of the scenario passed
+    assert [i["patch"] for i in steps["kvm"]["items"]] == KVM_STAGES
+    assert all(i["ok"] for i in steps["kvm"]["items"])
+    figures = steps["kvm"]["figures"]
+    assert figures["first enable to guest code"] > 0
+    assert {"start-up -smp cpus=1,disabledcpus=7", "start-up -smp 8"} \
+        <= set(figures)
     patches = sorted(p.name for p in (PROJECT / "patches" / release)
                      .glob("[0-9][0-9][0-9][0-9]-*.patch")
                      if not p.name.startswith("0000-"))
     assert [i["patch"] for i in steps["apply"]["items"]] == patches
     assert [i["patch"] for i in steps["bisect"]["items"]] == \
         patches + ["(tip)"]
+
+
+KVM_STAGES = ["start", "query", "boot-denied", "reset", "enable",
+              "reset-enabled", "disable-denied"]
 
 
 def seeded_series(tmp_path, template: str, old: str, new: str):
@@ -76,12 +89,20 @@ def test_finalize_after_kvm_init_is_caught(tmp_path):
     series = seeded_series(tmp_path, "kvm/create-host-vcpu.c.j2", text,
                            swapped)
     proc, steps = check("10.2.2", series, "--only", "invariants",
-                        build_root=SEEDED, tmp_path=tmp_path)
+                        "--only", "kvm", build_root=SEEDED,
+                        tmp_path=tmp_path)
     assert proc.returncode == 1
     assert not steps["invariants"]["ok"]
     assert f"{KVM_PATCH}: target/arm/kvm.c: kvm_arm_create_host_vcpu(): " \
         "kvm_arch_init_vcpu() is called before arm_cpu_finalize_features()" \
         in failures(steps["invariants"])
+    # and under real KVM it fails the way the crash report says
+    if steps["kvm"]["skipped"]:
+        pytest.skip(f"kvm step: {steps['kvm']['summary']}")
+    assert not steps["kvm"]["ok"]
+    assert "start: QEMU did not start under KVM" in failures(steps["kvm"])
+    assert "Failed to initialize KVM vCPU 2: Invalid argument" in \
+        failures(steps["kvm"])
 
 
 @pytest.mark.slow
