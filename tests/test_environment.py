@@ -12,7 +12,7 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
-from conftest import PROJECT, release_dsc, run_gen_series
+from conftest import PROJECT, release_dsc
 
 from generator.check import cparse
 

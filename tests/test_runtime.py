@@ -120,6 +120,8 @@ def test_guest_cannot_power_on_a_disabled_vcpu(built):
         assert "rc=0" not in out
         assert q.shell("cat /sys/devices/system/cpu/online").split()[-1] == "0"
         assert q.powerstate()[1]["power-state"] == "off"
+        # with PSCI DENIED, which Linux turns into -EPERM
+        assert "failed to boot CPU1 (-1)" in q.shell("dmesg | grep psci")
 
         q.cmd("device-set", id=BOOT1, **{"admin-state": "enabled"})
         out = q.shell("echo 1 > /sys/devices/system/cpu/cpu1/online; "

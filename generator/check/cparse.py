@@ -14,9 +14,8 @@ import re
 import shlex
 import subprocess
 from functools import lru_cache
-from pathlib import Path
-
 from importlib import metadata
+from pathlib import Path
 
 from pycparser import c_ast
 

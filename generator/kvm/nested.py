@@ -26,7 +26,7 @@ from pathlib import Path
 
 from generator import initramfs
 from generator.errors import ToolError
-from generator.initramfs import DIR, FILE, SYMLINK
+from generator.initramfs import DIR, FILE
 from generator.qmp import Qmp, QmpClosed, QmpError
 
 HERE = Path(__file__).resolve().parent
@@ -147,8 +147,6 @@ def host_initramfs(inner: Path, busybox: Path, payload: Path,
                 ("payload.elf", FILE | 0o644, payload.read_bytes())]
     for name, path in sorted(runtime_libraries(inner).items()):
         entries.append((name, FILE | 0o755, path.read_bytes()))
-    if not any(e[0] == "lib64" for e in entries):
-        entries.append(("lib64", SYMLINK | 0o777, b"lib"))
     return initramfs.cpio(entries)
 
 

@@ -93,7 +93,8 @@ def _drive(qmp, out: Outcome) -> None:
               ["enabled", "enabled", "disabled", "disabled"] and
               not cpus[2]["realized"],
               "query-cpus-powerstate: " + ", ".join(
-                  f"{i} {c['admin-state']}/{'realized' if c['realized'] else 'unrealized'}"
+                  f"{i} {c['admin-state']}/"
+                  f"{'realized' if c['realized'] else 'unrealized'}"
                   for i, c in sorted(cpus.items())))
 
     box = wait_for(qmp, lambda b: b.up and b.runs(1) > 0 and
