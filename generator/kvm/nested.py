@@ -304,7 +304,7 @@ class _Boot:
             time.sleep(0.05)
 
 
-def read_mailbox(qmp: Qmp, slots: int = 40) -> list:
+def read_mailbox(qmp: Qmp, slots: int = 64) -> list:
     """The payload's mailbox (see payload.S), as signed 64-bit integers."""
     text = qmp.hmp(f"xp /{slots}gx {PAYLOAD_MAILBOX:#x}")
     values = [int(v, 16) for v in re.findall(r"0x([0-9a-f]{16})", text)]

@@ -11,7 +11,7 @@
  *
  * Mailbox: 64 little-endian 64-bit slots at physical 0x40100000
  * (outside the ELF, read by the host with "xp /64gx 0x40100000").
- * The boot CPU zeroes all 64 slots first on every boot.
+ * The boot CPU zeroes slots 0..62 first on every boot.
  * Slot index i is at 0x40100000 + 8*i; n = 1..7 is the target Aff0.
  *
  *   slot 0       magic 0x314c504d564b5347 = bytes "GSKVMPL1" in memory
@@ -28,7 +28,9 @@
  *                bit 5 ON_PENDING, ...); bit 63 = any other value
  *   slot 24+n    times guest code ran on CPU n (written by CPU n)
  *   slot 32+n    MPIDR_EL1.Aff0 as seen by CPU n (written by CPU n)
- *   slots 8, 16, 24, 32 (n = 0) and 40..63   unused (0)
+ *   slots 8, 16, 24, 32 (n = 0) and 40..62   unused (0)
+ *   slot 63      boots since power-on: not zeroed, incremented first
+ *                (RAM is kept across a system reset; zero at power-on)
  *
  * Each slot has a single writer.  The MMU is off, so data accesses are
  * Device memory: only aligned plain loads/stores, no exclusives, no
@@ -39,6 +41,7 @@
 
 	.equ	MBOX,		0x40100000
 	.equ	MBOX_SLOTS,	64
+	.equ	BOOTS_SLOT,	MBOX_SLOTS - 1
 	.equ	MAGIC,		0x314c504d564b5347	/* "GSKVMPL1" */
 	.equ	UART_DR,	0x09000000		/* PL011 data register */
 	.equ	UART_CR,	0x30			/* control reg offset */
@@ -61,12 +64,18 @@
 _start:
 	ldr	x20, =MBOX
 
-	/* Zero the mailbox. */
+	/*
+	 * Zero the mailbox but its last slot, which counts the boots: RAM
+	 * outlives a system reset, so the host tells a restart from it.
+	 */
 	mov	x10, #0
 1:	put	zr, 10
 	add	x10, x10, #1
-	cmp	x10, #MBOX_SLOTS
+	cmp	x10, #BOOTS_SLOT
 	b.lo	1b
+	ldr	x1, [x20, x10, lsl #3]
+	add	x1, x1, #1
+	put	1, 10
 
 	/* Slot 0: magic, slot 1: PSCI version. */
 	ldr	x1, =MAGIC

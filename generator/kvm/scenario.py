@@ -36,6 +36,10 @@ class Mailbox:
     def sweeps(self) -> int:
         return self.slots[2]
 
+    @property
+    def boots(self) -> int:
+        return self.slots[63]
+
     def last_cpu_on(self, n: int) -> int:
         return self.slots[8 + n]
 
@@ -106,13 +110,14 @@ def _drive(qmp, out: Outcome) -> None:
               f"payload up: {box.up}; {describe(box, 1)}; "
               f"{describe(box, 2)}; {describe(box, 3)}")
 
-    before = box.sweeps
+    boots = box.boots
     qmp.cmd("system_reset")
-    box = wait_for(qmp, lambda b: b.up and b.sweeps < before and
+    box = wait_for(qmp, lambda b: b.up and b.boots > boots and
                    b.runs(1) > 0)
-    out.check("reset", box.up and box.sweeps < before and box.runs(1) > 0,
-              f"after system_reset the payload started again "
-              f"({box.sweeps} sweeps, was {before}); {describe(box, 1)}")
+    out.check("reset", box.up and box.boots == boots + 1 and
+              box.runs(1) > 0,
+              f"after system_reset the payload started again (boot "
+              f"{box.boots}, was {boots}); {describe(box, 1)}")
 
     start = time.monotonic()
     qmp.cmd("device-set", id=VCPU2, **{"admin-state": "enabled"})
@@ -126,12 +131,12 @@ def _drive(qmp, out: Outcome) -> None:
               f"realized {cpu2['realized']}; {describe(box, 2)}, "
               f"its MPIDR Aff0 {box.mpidr(2)}")
 
-    before = box.sweeps
+    boots = box.boots
     qmp.cmd("system_reset")
-    box = wait_for(qmp, lambda b: b.up and b.sweeps < before and
+    box = wait_for(qmp, lambda b: b.up and b.boots > boots and
                    b.runs(2) > 0)
-    out.check("reset-enabled", box.sweeps < before and box.runs(2) > 0,
-              f"after system_reset: {describe(box, 2)}")
+    out.check("reset-enabled", box.boots == boots + 1 and box.runs(2) > 0,
+              f"after system_reset (boot {box.boots}): {describe(box, 2)}")
 
     qmp.cmd("device-set", id=VCPU2, **{"admin-state": "disabled"})
     cpu2 = states(qmp)[2]
