@@ -54,11 +54,12 @@ def prepare() -> dict:
     return files
 
 
-def guest_args(smp: str, shell: bool = False) -> list:
-    """QEMU arguments that boot the guest (UEFI, Linux, busybox)."""
+def guest_args(smp: str, shell: bool = False, append: str = "") -> list:
+    """QEMU arguments that boot the guest (UEFI, Linux, busybox); `append`
+    adds to the kernel command line (e.g. acpi=off: the device tree)."""
     files = prepare()
-    append = "console=ttyAMA0 panic=-1" + (" gen_series_shell"
-                                            if shell else "")
+    append = " ".join(["console=ttyAMA0 panic=-1", append] +
+                      (["gen_series_shell"] if shell else []))
     return ["-M", "virt,gic-version=3", "-cpu", "max", "-smp", smp,
             "-m", "1G", "-no-reboot", "-bios", str(files["bios"]),
             "-kernel", str(files["kernel"]), "-initrd", str(files["initrd"]),

@@ -1,0 +1,148 @@
+"""The Linux 6.12 guest (UEFI, ACPI) and vCPUs enabled and disabled at run
+time (TCG, both releases): it sees every present vCPU, takes the ones
+enabled, and gives disabled ones back through ACPI eject."""
+
+import re
+import time
+
+import pytest
+from guest import guest_args
+from qemu_session import Qemu
+
+VCPU2 = "/machine/vcpu[2]"
+CPU = "/sys/devices/system/cpu"
+BAD = ("Eject incomplete", "Changing CPU present bit",
+       "redistributor is inaccessible", "ACPI BIOS Error", "rcu: INFO",
+       "failed to boot")
+
+
+def cpus(q) -> dict:
+    out = q.shell(f"for f in possible present enabled online; do "
+                  f"echo CPUS $f=$(cat {CPU}/$f); done")
+    return dict(re.findall(r"^CPUS (\w+)=(\S+)", out, re.M))
+
+
+def acpi_status(q) -> dict:
+    """_STA of each ACPI0007 device, by _UID (Linux reads it anew)."""
+    out = q.shell("for d in /sys/bus/acpi/devices/ACPI0007:*; do "
+                  "echo STA $(cat $d/uid) $(cat $d/status); done")
+    return {int(u): int(s) for u, s in re.findall(r"^STA (\d+) (\d+)", out,
+                                                   re.M)}
+
+
+def until(check, what: str, timeout: float = 30):
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def ost_events(q, source: int) -> list:
+    q.cmd("query-status")          # collects the events sent meanwhile
+    return [e["data"]["info"] for e in q.events
+            if e["event"] == "ACPI_DEVICE_OST" and
+            e["data"]["info"]["source"] == source]
+
+
+def enable(q, index: int) -> None:
+    q.cmd("device-set", id=f"/machine/vcpu[{index}]",
+          **{"admin-state": "enabled"})
+    until(lambda: f"CPU{index} has been hot-added" in q.shell("dmesg"),
+          f"the guest to hot-add CPU{index}")
+
+
+def disable(q, index: int) -> None:
+    q.cmd("device-set", id=f"/machine/vcpu[{index}]",
+          **{"admin-state": "disabled"})
+    until(lambda: q.powerstate()[index]["admin-state"] == "disabled",
+          f"the guest to eject CPU{index}")
+
+
+def guest(built, smp="cpus=2,disabledcpus=2"):
+    q = Qemu(built[1], guest_args(smp, shell=True), console=True)
+    return q
+
+
+@pytest.mark.slow
+def test_guest_sees_takes_and_gives_back_a_vcpu(built):
+    with guest(built) as q:
+        q.read_until(b"GUEST-SHELL-READY")
+        assert cpus(q) == {"possible": "0-3", "present": "0-3",
+                           "enabled": "0-1", "online": "0-1"}
+        assert acpi_status(q) == {0: 15, 1: 15, 2: 13, 3: 13}
+
+        enable(q, 2)
+        assert cpus(q)["enabled"] == "0-2"
+        assert acpi_status(q)[2] == 15
+        assert "rc=0" in q.shell(f"echo 1 > {CPU}/cpu2/online; echo rc=$?")
+        assert cpus(q)["online"] == "0-2"
+        # a process pinned to CPU 2 runs there
+        out = q.shell("echo ON $(taskset -c 2 cut -d' ' -f39 /proc/self/stat)")
+        assert "ON 2" in out
+
+        # disable: the guest is asked, offlines the CPU and ejects it;
+        # QEMU disables it only then
+        q.cmd("device-set", id=VCPU2, **{"admin-state": "disabled"})
+        until(lambda: q.powerstate()[2]["admin-state"] == "disabled",
+              "the eject")
+        assert q.powerstate()[2]["power-state"] == "off"
+        assert cpus(q) == {"possible": "0-3", "present": "0-3",
+                           "enabled": "0-1", "online": "0-1"}
+        assert acpi_status(q)[2] == 13
+        assert {"slot": "2", "slot-type": "CPU", "source": 3, "status": 0} \
+            in ost_events(q, 3)
+        dmesg = q.shell("dmesg")
+        assert not [b for b in BAD if b in dmesg], dmesg[-2000:]
+
+
+@pytest.mark.slow
+def test_a_guest_that_refuses_the_eject_keeps_the_vcpu(built):
+    with guest(built) as q:
+        q.read_until(b"GUEST-SHELL-READY")
+        enable(q, 2)
+        q.shell(f"echo 1 > {CPU}/cpu2/online")
+        q.shell("echo 0 > /sys/firmware/acpi/hotplug/processor/enabled")
+        q.cmd("device-set", id=VCPU2, **{"admin-state": "disabled"})
+        until(lambda: any(e["status"] != 0 for e in ost_events(q, 3)),
+              "the guest's _OST refusal")
+        cpu2 = q.powerstate()[2]
+        assert (cpu2["admin-state"], cpu2["power-state"]) == ("enabled",
+                                                               "on")
+        assert cpus(q)["online"] == "0-2"
+
+
+@pytest.mark.slow
+def test_twenty_enable_online_disable_cycles(built):
+    with guest(built) as q:
+        q.read_until(b"GUEST-SHELL-READY")
+        threads = set()
+        for cycle in range(20):
+            q.cmd("device-set", id=VCPU2, **{"admin-state": "enabled"})
+            until(lambda: cpus(q)["enabled"] == "0-2", f"enable {cycle}")
+            assert "rc=0" in q.shell(f"echo 1 > {CPU}/cpu2/online; "
+                                     "echo rc=$?")
+            disable(q, 2)
+            assert cpus(q)["enabled"] == "0-1"
+            threads |= {c["thread-id"] for c in q.powerstate()
+                        if "thread-id" in c}
+        # vCPU 2 keeps its one thread: 0, 1 and 2
+        assert len(threads) == 3
+        dmesg = q.shell("dmesg")
+        assert not [b for b in BAD if b in dmesg], dmesg[-2000:]
+
+
+@pytest.mark.slow
+def test_seven_vcpus_enabled_under_mttcg(built):
+    with guest(built, "cpus=1,disabledcpus=7") as q:
+        q.read_until(b"GUEST-SHELL-READY")
+        for index in range(1, 8):
+            enable(q, index)
+            assert "rc=0" in q.shell(f"echo 1 > {CPU}/cpu{index}/online; "
+                                     "echo rc=$?")
+        assert cpus(q)["online"] == "0-7"
+        # a process pinned to each runs there (field 39 of its stat)
+        out = q.shell("for c in 1 2 3 4 5 6 7; do echo RAN $c ON "
+                      "$(taskset -c $c cut -d' ' -f39 /proc/self/stat); "
+                      "done")
+        assert re.findall(r"RAN (\d) ON (\d)", out) == \
+            [(str(c), str(c)) for c in range(1, 8)]
