@@ -58,7 +58,7 @@ def main() -> None:
             seen = device_checks(vm)
             start = time.perf_counter()
             vm.cmd("device-set", id=VCPU2, **{"admin-state": "enabled"})
-            wait(lambda: device_checks(vm) > seen)
+            wait(lambda seen=seen: device_checks(vm) > seen)
             hot_add.append(time.perf_counter() - start)
             vm.shell("echo 1 > /sys/devices/system/cpu/cpu2/online")
             start = time.perf_counter()

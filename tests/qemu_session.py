@@ -1,7 +1,7 @@
 """A patched QEMU under TCG, driven over QMP, and optionally the Linux
 guest's serial console.
 
-QMP is spoken directly (JSON lines on a Unix socket).  qemu.qmp 0.0.6,
+QMP is spoken by generator/qmp.py (JSON lines on a Unix socket).  qemu.qmp 0.0.6,
 both its asyncio QMPClient and its legacy synchronous wrapper, lost the
 connection here within a few QEMU runs (EOFError, then QEMU exits with
 status 0), even for plain query-status on an unpatched configuration, so
@@ -9,18 +9,15 @@ it is not this series; the same command sequences over a plain socket
 never failed in 45 runs, with or without OOB.
 """
 
-import json
 import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
+from generator.qmp import Qmp, QmpClosed, QmpError
 
-class QmpError(Exception):
-    def __init__(self, desc: str):
-        super().__init__(desc)
-        self.desc = desc
+__all__ = ["Qemu", "QmpError"]
 
 
 class Qemu:
@@ -52,17 +49,16 @@ class Qemu:
                     raise RuntimeError("QEMU did not start: " +
                                        self.proc.stderr.read().decode())
                 time.sleep(0.01)
-        self.stream = self.sock.makefile("rw")
-        self.events = []
-        self.stream.readline()                  # the greeting
-        self.cmd("qmp_capabilities")
+        self.qmp = Qmp(self.sock)
+        self.qmp.greeting(timeout=30)
+        self.events = self.qmp.events
         self.output = b""
         return self
 
     def __exit__(self, *exc):
         try:
             self.cmd("quit")
-        except (OSError, QmpError, EOFError):
+        except (OSError, QmpError, QmpClosed, TimeoutError):
             pass
         self.sock.close()
         try:
@@ -74,23 +70,7 @@ class Qemu:
 
     def cmd(self, name: str, **arguments):
         """The command's return value; raise QmpError with its message."""
-        msg = {"execute": name}
-        if arguments:
-            msg["arguments"] = arguments
-        self.stream.write(json.dumps(msg) + "\n")
-        self.stream.flush()
-        while True:
-            line = self.stream.readline()
-            if not line:
-                raise EOFError(f"QEMU closed QMP during {name}")
-            reply = json.loads(line)
-            if "event" in reply:
-                self.events.append(reply)
-            else:
-                break
-        if "error" in reply:
-            raise QmpError(reply["error"]["desc"])
-        return reply["return"]
+        return self.qmp.cmd(name, timeout=120, **arguments)
 
     def powerstate(self) -> list:
         return sorted(self.cmd("query-cpus-powerstate"),
