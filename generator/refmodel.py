@@ -91,8 +91,10 @@ class Model:
 
     # ---- one machine --------------------------------------------------------
 
-    def initial(self, cpus: int, disabled: int, kvm: bool) -> tuple:
-        self.config = {"cpus": cpus, "disabled": disabled, "kvm": kvm}
+    def initial(self, cpus: int, disabled: int, kvm: bool,
+                acpi: bool = False) -> tuple:
+        self.config = {"cpus": cpus, "disabled": disabled, "kvm": kvm,
+                       "acpi": acpi}
         return tuple(self.Vcpu(**{f: _eval(code, {**self.config,
                                                   "index": i})
                                   for f, code in self.init.items()})
@@ -133,10 +135,11 @@ class Model:
                 for i in range(len(state)):
                     yield name, i
 
-    def explore(self, cpus: int, disabled: int, kvm: bool, depth: int):
+    def explore(self, cpus: int, disabled: int, kvm: bool, depth: int,
+                acpi: bool = False):
         """Breadth-first over every action sequence up to `depth`; returns
         (number of distinct states, first Violation or None)."""
-        start = self.initial(cpus, disabled, kvm)
+        start = self.initial(cpus, disabled, kvm, acpi)
         if self.broken(start):
             return 1, Violation(self.broken(start), [], start)
         seen = {start: []}

@@ -27,14 +27,17 @@ def model_node():
 CONFIGS = [(c, d) for c in range(1, 4) for d in range(1, 4) if c + d <= 4]
 
 
+@pytest.mark.parametrize("acpi", [False, True])
 @pytest.mark.parametrize("kvm", [False, True])
 @pytest.mark.parametrize("cpus, disabled", CONFIGS)
 def test_invariants_hold_for_every_sequence_up_to_depth_8(model, cpus,
-                                                          disabled, kvm):
+                                                          disabled, kvm,
+                                                          acpi):
     # Breadth-first over states: every (state, action) pair reachable in
     # at most 8 steps is tried, which covers every sequence of 8 actions
     # for invariants over states and single steps.
-    states, violation = model.explore(cpus, disabled, kvm, depth=8)
+    states, violation = model.explore(cpus, disabled, kvm, depth=8,
+                                      acpi=acpi)
     assert violation is None, str(violation)
     assert states >= 2 ** disabled      # enabling alone reaches that many
 
@@ -64,6 +67,45 @@ def test_transitions(model):
         "the boot vCPU cannot be disabled"
     state, err = model.step(state, "enable", 1)
     assert err is None and not state[1].parked and state[1].power == "off"
+
+
+def test_acpi_disable_asks_the_guest_first(model):
+    state = model.initial(1, 2, kvm=False, acpi=True)
+    state, _ = model.step(state, "enable", 1)
+    state, _ = model.step(state, "cpu-on", 1)
+    # disabling a running vCPU only asks (Eject Request)
+    state, err = model.step(state, "disable", 1)
+    assert err is None
+    assert (state[1].admin, state[1].power, state[1].eject_pending) == \
+        ("enabled", "on", True)
+    assert model.step(state, "eject", 1)[1] == \
+        "the guest offlines a vCPU before it ejects it"
+    # a guest that refuses keeps it
+    refused, err = model.step(state, "eject-refused", 1)
+    assert err is None and refused[1].admin == "enabled" and \
+        not refused[1].eject_pending
+    # a guest that agrees offlines it, then ejects it: disabled only then
+    state, _ = model.step(state, "cpu-off", 1)
+    assert state[1].admin == "enabled"
+    state, err = model.step(state, "eject", 1)
+    assert err is None
+    assert (state[1].admin, state[1].power, state[1].eject_pending,
+            state[1].parked) == ("disabled", "off", False, True)
+    # a vCPU that is off is disabled at once
+    state, _ = model.step(state, "enable", 1)
+    state, _ = model.step(state, "disable", 1)
+    assert state[1].admin == "disabled"
+
+
+def test_an_acpi_disable_that_powers_off_a_running_vcpu_is_caught():
+    def abrupt(node):
+        node["actions"]["disable"]["set"]["admin"] = "'disabled'"
+        node["actions"]["disable"]["set"]["power"] = "'off'"
+        node["actions"]["disable"]["set"]["eject-pending"] = "False"
+    _, violation = mutated(abrupt).explore(1, 1, False, depth=8, acpi=True)
+    assert violation.invariants == ["acpi-never-takes-a-running-vcpu"]
+    assert violation.trace == [("enable", 1), ("cpu-on", 1),
+                               ("disable", 1)]
 
 
 def mutated(edit) -> Model:
