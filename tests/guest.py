@@ -54,14 +54,16 @@ def prepare() -> dict:
     return files
 
 
-def guest_args(smp: str, shell: bool = False, append: str = "") -> list:
-    """QEMU arguments that boot the guest (UEFI, Linux, busybox); `append`
-    adds to the kernel command line (e.g. acpi=off: the device tree)."""
+def guest_args(smp: str, shell: bool = False, uefi: bool = True) -> list:
+    """QEMU arguments that boot the guest (Linux, busybox): with UEFI it
+    uses ACPI; without, QEMU loads the kernel itself with a device tree,
+    and there is no ACPI."""
     files = prepare()
-    append = " ".join(["console=ttyAMA0 panic=-1", append] +
-                      (["gen_series_shell"] if shell else []))
+    append = "console=ttyAMA0 panic=-1" + (" gen_series_shell"
+                                            if shell else "")
+    bios = ["-bios", str(files["bios"])] if uefi else []
     return ["-M", "virt,gic-version=3", "-cpu", "max", "-smp", smp,
-            "-m", "1G", "-no-reboot", "-bios", str(files["bios"]),
+            "-m", "1G", "-no-reboot", *bios,
             "-kernel", str(files["kernel"]), "-initrd", str(files["initrd"]),
             "-append", append]
 

@@ -106,9 +106,31 @@ def test_a_guest_that_refuses_the_eject_keeps_the_vcpu(built):
         until(lambda: any(e["status"] != 0 for e in ost_events(q, 3)),
               "the guest's _OST refusal")
         cpu2 = q.powerstate()[2]
-        assert (cpu2["admin-state"], cpu2["power-state"]) == ("enabled",
-                                                               "on")
+        assert (cpu2["admin-state"], cpu2["power-state"],
+                cpu2["eject-pending"]) == ("enabled", "on", False)
         assert cpus(q)["online"] == "0-2"
+
+
+@pytest.mark.slow
+def test_an_eject_request_stays_pending_until_the_guest_answers(built):
+    with guest(built) as q:
+        q.read_until(b"GUEST-SHELL-READY")
+        assert q.powerstate()[1]["eject-pending"] is False
+        q.cmd("stop")                   # a guest that cannot answer
+        q.cmd("device-set", id="/machine/unattached/device[1]",
+              **{"admin-state": "disabled"})
+        time.sleep(1)
+        cpu1 = q.powerstate()[1]
+        assert (cpu1["admin-state"], cpu1["power-state"],
+                cpu1["eject-pending"]) == ("enabled", "on", True)
+        assert "eject pending" in q.cmd("human-monitor-command", **{
+            "command-line": "info cpus-powerstate"})
+        q.cmd("cont")                   # now it answers: offline, _EJ0
+        until(lambda: q.powerstate()[1]["admin-state"] == "disabled",
+              "the eject")
+        cpu1 = q.powerstate()[1]
+        assert (cpu1["power-state"], cpu1["eject-pending"]) == ("off", False)
+        assert cpus(q)["enabled"] == "0"
 
 
 @pytest.mark.slow
