@@ -77,6 +77,15 @@ def wait_for(qmp, predicate, timeout: float = 20) -> Mailbox:
         time.sleep(0.1)
 
 
+def reset(qmp, box: Mailbox, vcpu: int) -> tuple:
+    """system_reset; then the mailbox once the payload has booted again
+    and vCPU `vcpu` ran, and the boot count before."""
+    boots = box.boots
+    qmp.cmd("system_reset")
+    return wait_for(qmp, lambda b: b.up and b.boots > boots and
+                    b.runs(vcpu) > 0), boots
+
+
 def states(qmp) -> dict:
     return {c["cpu-index"]: c for c in qmp.cmd("query-cpus-powerstate")}
 
@@ -110,10 +119,7 @@ def _drive(qmp, out: Outcome) -> None:
               f"payload up: {box.up}; {describe(box, 1)}; "
               f"{describe(box, 2)}; {describe(box, 3)}")
 
-    boots = box.boots
-    qmp.cmd("system_reset")
-    box = wait_for(qmp, lambda b: b.up and b.boots > boots and
-                   b.runs(1) > 0)
+    box, boots = reset(qmp, box, 1)
     out.check("reset", box.up and box.boots == boots + 1 and
               box.runs(1) > 0,
               f"after system_reset the payload started again (boot "
@@ -131,10 +137,7 @@ def _drive(qmp, out: Outcome) -> None:
               f"realized {cpu2['realized']}; {describe(box, 2)}, "
               f"its MPIDR Aff0 {box.mpidr(2)}")
 
-    boots = box.boots
-    qmp.cmd("system_reset")
-    box = wait_for(qmp, lambda b: b.up and b.boots > boots and
-                   b.runs(2) > 0)
+    box, boots = reset(qmp, box, 2)
     out.check("reset-enabled", box.boots == boots + 1 and box.runs(2) > 0,
               f"after system_reset (boot {box.boots}): {describe(box, 2)}")
 
