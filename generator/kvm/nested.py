@@ -209,10 +209,14 @@ class _Boot:
         self.host, self.initrd, self.tunnel = host, initrd, tunnel
         self.deadline = time.monotonic() + timeout
         self.console = bytearray()
+        self.started = None
 
     def _read_console(self) -> None:
         for chunk in iter(lambda: self.proc.stdout.read1(65536), b""):
             self.console += chunk
+            # when the inner QEMU starts, as exactly as the console tells
+            if self.started is None and START.encode() in self.console:
+                self.started = time.monotonic()
 
     def text(self) -> str:
         return self.console.decode(errors="replace").replace("\r\n", "\n")
@@ -278,11 +282,8 @@ class _Boot:
     def _greeting(self, qmp: Qmp):
         """Seconds from the inner QEMU's start to its QMP greeting, or None
         if it exited first."""
-        started = None
         while True:
             self._left()
-            if started is None and START in self.text():
-                started = time.monotonic()
             if self.exit_code() is not None or self.proc.poll() is not None:
                 return None
             try:
@@ -291,7 +292,7 @@ class _Boot:
                 continue
             except QmpClosed:
                 return None
-            seconds = time.monotonic() - (started or time.monotonic())
+            seconds = time.monotonic() - (self.started or time.monotonic())
             try:
                 qmp.negotiate(hello)
             except QmpClosed:       # it died right after its greeting
