@@ -50,6 +50,10 @@ def cmd_build(args) -> int:
             print(f"{c_file}: " + (" ".join(objs) if objs else
                                    "not built for an aarch64 KVM host"))
         return 0
+    if args.kvm_host:
+        from generator.build import kvm_host_build
+        print(kvm_host_build(base, args.series, args.build_dir, progress))
+        return 0
     binary = build(base, args.series, args.build_dir, progress,
                    targets=args.target)
     print(binary)
@@ -166,6 +170,10 @@ def make_parser() -> argparse.ArgumentParser:
                      "in an aarch64 cross build with KVM enabled (the Arm "
                      "KVM code only compiles for an Arm host); prints each "
                      "file and its object files")
+    bld.add_argument("--kvm-host", action="store_true",
+                     help="instead, build qemu-system-aarch64 for an Arm "
+                     "KVM host (aarch64 cross build, KVM only, no TCG); "
+                     "the last line printed is its path")
     bld.set_defaults(func=cmd_build)
 
     from generator.check import STEPS
