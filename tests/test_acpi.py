@@ -2,7 +2,9 @@
 time (TCG, both releases): it sees every present vCPU, takes the ones
 enabled, and gives disabled ones back through ACPI eject."""
 
+import base64
 import re
+import struct
 import time
 
 import pytest
@@ -28,6 +30,25 @@ def acpi_status(q) -> dict:
                   "echo STA $(cat $d/uid) $(cat $d/status); done")
     return {int(u): int(s) for u, s in re.findall(r"^STA (\d+) (\d+)", out,
                                                    re.M)}
+
+
+def acpi_table(q, name: str) -> bytes:
+    """An ACPI table as the guest's firmware gave it (sysfs, base64)."""
+    out = q.shell(f"echo BEGIN; base64 /sys/firmware/acpi/tables/{name}; "
+                  "echo END")
+    body = out[out.rindex("BEGIN\r\n") + 7:out.rindex("END")]
+    return base64.b64decode("".join(body.split()))
+
+
+def gicc_flags(madt: bytes) -> list:
+    """The Flags of each GICC structure (type 0xB) of a MADT, in order."""
+    flags, offset = [], 44                  # header + GIC address + flags
+    while offset < len(madt):
+        kind, length = madt[offset], madt[offset + 1]
+        if kind == 0xB:
+            flags.append(struct.unpack_from("<I", madt, offset + 12)[0])
+        offset += length
+    return flags
 
 
 def until(check, what: str, timeout: float = 30):
@@ -70,6 +91,9 @@ def test_guest_sees_takes_and_gives_back_a_vcpu(built):
         assert cpus(q) == {"possible": "0-3", "present": "0-3",
                            "enabled": "0-1", "online": "0-1"}
         assert acpi_status(q) == {0: 15, 1: 15, 2: 13, 3: 13}
+        # vCPU 0 Enabled, the others Online Capable; the CPU hotplug AML
+        assert gicc_flags(acpi_table(q, "APIC")) == [1, 8, 8, 8]
+        assert b"CPUS" in acpi_table(q, "DSDT")
 
         enable(q, 2)
         assert cpus(q)["enabled"] == "0-2"
@@ -93,6 +117,20 @@ def test_guest_sees_takes_and_gives_back_a_vcpu(built):
             in ost_events(q, 3)
         dmesg = q.shell("dmesg")
         assert not [b for b in BAD if b in dmesg], dmesg[-2000:]
+
+
+@pytest.mark.slow
+def test_without_disabled_vcpus_the_tables_are_as_before(built):
+    """Without disabledcpus: one Enabled GICC per vCPU and plain
+    processor devices, no CPU hotplug interface."""
+    with guest(built, "2") as q:
+        q.read_until(b"GUEST-SHELL-READY")
+        assert gicc_flags(acpi_table(q, "APIC")) == [1, 1]
+        dsdt = acpi_table(q, "DSDT")
+        assert b"C000" in dsdt and b"C001" in dsdt
+        assert b"CPUS" not in dsdt and b"PRES" not in dsdt
+        assert cpus(q) == {"possible": "0-1", "present": "0-1",
+                           "enabled": "0-1", "online": "0-1"}
 
 
 @pytest.mark.slow
