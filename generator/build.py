@@ -217,11 +217,12 @@ def configure_native(src: Path, build_root: Path, progress) -> Build:
                                      env), env)
 
 
-def build(base: BaseTree, series_dir: Path, build_root: Path, progress,
-          targets: list = ()) -> Path:
-    """Apply, configure, build; return the qemu-system-aarch64 path."""
+def build(base: BaseTree, series_dir: Path | None, build_root: Path,
+          progress, targets: list = ()) -> Path:
+    """Apply, configure, build; return the qemu-system-aarch64 path.
+    With no series, the unpatched base (to compare against)."""
     build_root = build_root.resolve()
-    patches = series_files(series_dir)
+    patches = series_files(series_dir) if series_dir else []
     src = prepare_source(base, patches, build_root, progress)
     native = configure_native(src, build_root, progress)
     ninja(native.dir, build_root, [BINARY, *targets], native.env, progress)

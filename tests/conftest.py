@@ -1,6 +1,7 @@
 """Shared fixtures: the project root, the QEMU releases in ../shared, and
 small git trees made for the toolkit's own tests."""
 
+import functools
 import json
 import os
 import shutil
@@ -75,6 +76,17 @@ def built(request):
     binary = Path(proc.stdout.strip().splitlines()[-1])
     assert binary.name == "qemu-system-aarch64" and binary.is_file()
     yield release, binary
+
+
+@functools.cache
+def unpatched(release: str) -> Path:
+    """qemu-system-aarch64 of the unpatched release, built once into
+    <build root>/unpatched-<release> (for comparisons with the series)."""
+    from generator import build
+    from generator.qemutree import resolve_base
+    base = resolve_base(release_dsc(release), lambda msg: None)
+    return build.build(base, None, BUILD_ROOT / f"unpatched-{release}",
+                       lambda msg: None)
 
 
 def qmp(binary: Path, args: list, commands: list) -> list:

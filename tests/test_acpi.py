@@ -8,6 +8,7 @@ import struct
 import time
 
 import pytest
+from conftest import unpatched
 from guest import guest_args
 from qemu_session import Qemu
 
@@ -131,6 +132,27 @@ def test_without_disabled_vcpus_the_tables_are_as_before(built):
         assert b"CPUS" not in dsdt and b"PRES" not in dsdt
         assert cpus(q) == {"possible": "0-1", "present": "0-1",
                            "enabled": "0-1", "online": "0-1"}
+
+
+def all_tables(q) -> dict:
+    names = q.shell("ls /sys/firmware/acpi/tables").split()
+    return {n: acpi_table(q, n) for n in names
+            if re.fullmatch(r"[A-Z][A-Z0-9]{3}\d*", n)}
+
+
+@pytest.mark.slow
+def test_tables_without_disabledcpus_are_those_of_the_unpatched_qemu(built):
+    """Byte for byte, every ACPI table the guest finds is the same as
+    with the unpatched release, when disabledcpus is not used."""
+    release, binary = built
+    seen = []
+    for qemu in (binary, unpatched(release)):
+        with Qemu(qemu, guest_args("2", shell=True), console=True) as q:
+            q.read_until(b"GUEST-SHELL-READY")
+            seen.append(all_tables(q))
+    assert {"APIC", "DSDT", "FACP", "GTDT"} <= set(seen[0])
+    assert seen[0] == seen[1], [n for n in seen[0]
+                                if seen[0][n] != seen[1].get(n)]
 
 
 @pytest.mark.slow
