@@ -292,6 +292,12 @@ def cross_available() -> bool:
         (cross_sysroot() / "usr/include/libfdt.h").is_file()
 
 
+def require_cross() -> None:
+    if not cross_available():
+        raise ToolError(f"no aarch64 cross toolchain, or no arm64 libfdt in "
+                        f"{cross_sysroot()}: run .ci/setup")
+
+
 def configure_cross(src: Path, build_root: Path, progress) -> Build:
     env = _cross_env(src, build_root)
     return Build("aarch64-kvm", configure(src, src / BUILD_DIRS[1],
@@ -332,9 +338,7 @@ def kvm_host_build(base: BaseTree, series_dir: Path, build_root: Path,
 def build_kvm_host(src: Path, build_root: Path, patches: list,
                    progress) -> Path:
     """The KVM-only aarch64 binary of the tree at `src` (series applied)."""
-    if not cross_available():
-        raise ToolError(f"no aarch64 cross toolchain, or no arm64 libfdt in "
-                        f"{cross_sysroot()}: run .ci/setup")
+    require_cross()
     kvm = configure_kvm_host(src, build_root, progress)
     ninja(kvm.dir, build_root, [BINARY], kvm.env, progress)
     check_warnings(build_root / f"ninja-{kvm.dir.name}.log",
@@ -347,9 +351,7 @@ def cross_build(base: BaseTree, series_dir: Path, build_root: Path,
     """Compile, for an aarch64 host with KVM, every C file the series
     changes that such a build compiles; return {file: [objects]}."""
     build_root = build_root.resolve()
-    if not cross_available():
-        raise ToolError(f"no aarch64 cross toolchain, or no arm64 libfdt in "
-                        f"{cross_sysroot()}: run .ci/setup")
+    require_cross()
     patches = series_files(series_dir)
     src = prepare_source(base, patches, build_root, progress)
     cross = configure_cross(src, build_root, progress)
