@@ -60,6 +60,24 @@ def cmd_build(args) -> int:
     return 0
 
 
+def cmd_tables(args) -> int:
+    from generator.kvm.nested import default_guest_dir
+    from generator.model import load_series
+    from generator.qemutree import cache_dir, resolve_base
+    from generator.tables import rebuild
+
+    series = load_series(args.spec, args.templates)
+    base = resolve_base(args.qemu, progress)
+    build_root = args.build_dir or cache_dir() / "builds" / base.version
+    written = rebuild(series, base, build_root,
+                      args.guest or default_guest_dir(), progress)
+    progress(f"wrote {len(written)} files for QEMU {base.version}; "
+             "run `generate` to put them into the series")
+    for path in written:
+        print(path)
+    return 0
+
+
 def cmd_check(args) -> int:
     import tempfile
 
@@ -175,6 +193,26 @@ def make_parser() -> argparse.ArgumentParser:
                      "KVM host (aarch64 cross build, KVM only, no TCG); "
                      "the last line printed is its path")
     bld.set_defaults(func=cmd_build)
+
+    tbl = sub.add_parser(
+        "tables", help="make the expected ACPI tables the series commits",
+        description="Render the series (without the expected tables it "
+        "lacks), build it with bios-tables-test, and run the series' "
+        "bios-tables-test cases in rebuild mode, as QEMU's "
+        "tests/data/acpi/rebuild-expected-aml.sh does: the tables the "
+        "spec's copy-file changes name are written to their source paths "
+        "under the templates directory, with asl.diff (iasl's disassembly "
+        "against the default tables) for the commit message.  Run it for "
+        "each release after a change to the ACPI tables, then `generate`.")
+    tbl.add_argument("--qemu", required=True, metavar="PATH", help=qemu_help)
+    tbl.add_argument("--build-dir", type=Path, metavar="DIR",
+                     help="work directory (default: "
+                     "~/.cache/gen-series/builds/<release>)")
+    tbl.add_argument("--guest", type=Path, metavar="DIR",
+                     help="where the QEMU_EFI-*.fd.xz UEFI image is (default: "
+                     "$GEN_SERIES_GUEST or ../shared/guest)")
+    add_spec_arguments(tbl, "the spec")
+    tbl.set_defaults(func=cmd_tables)
 
     from generator.check import STEPS
     chk = sub.add_parser(

@@ -72,11 +72,16 @@ HANDLERS = {
 }
 
 
-def apply_change(root: Path, change: Change, rendered: str | None,
+def apply_change(root: Path, change: Change, rendered: str | bytes | None,
                  release: str) -> None:
-    """Apply one change to the tree at `root`, in place."""
+    """Apply one change to the tree at `root`, in place (`rendered` is the
+    source's bytes for copy-file)."""
     path = root / change.file
     where = f"{change.file} (QEMU {release})"
+    if change.action == "copy-file":
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(rendered)
+        return
     if change.action == "create-file":
         if path.exists():
             raise AnchorError(f"{where}: cannot create, it already exists",

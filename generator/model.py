@@ -24,7 +24,7 @@ from generator.specload import Node, load_yaml
 # Where an anchor's scope may be: key in the spec -> what it names.
 SCOPE_KINDS = ("function", "struct", "enum", "declaration", "qapi")
 
-# action -> (needs anchor, needs template)
+# action -> (needs anchor, needs template); `copy-file` needs a `source`
 ACTIONS = {
     "insert-before": (True, True),
     "insert-after": (True, True),
@@ -34,6 +34,7 @@ ACTIONS = {
     "replace-match": (True, True),
     "make-non-static": (True, False),
     "create-file": (False, True),
+    "copy-file": (False, False),
 }
 
 ID_RE = re.compile(r"^[a-z][a-z0-9-]*$")
@@ -82,6 +83,7 @@ class Change:
     params: dict
     when: Condition | None
     info: SourceInfo
+    source: str | None = None   # copy-file: a template-dir path (Jinja2)
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,7 @@ class Patch:
     changes: tuple
     when: Condition | None
     info: SourceInfo
+    message_template: str | None = None     # rendered, appended to message
 
 
 @dataclass(frozen=True)
@@ -122,6 +125,8 @@ class Series:
     templates: Path
     invariants: tuple = ()
     model: Node | None = None   # the reference model's section, raw
+    # checkpatch warnings the series accepts: (compiled regex, reason)
+    accepted_warnings: tuple = ()
     info: SourceInfo = field(compare=False, default=None)
 
 
@@ -227,7 +232,7 @@ def _check_change(node, patch_id: str, probes: dict, templates: Path,
     else:
         _in(node, f"a change of patch '{patch_id}'")
     _check_keys(node, "a change", ("id", "file", "action"),
-                ("anchor", "template", "params", "when"))
+                ("anchor", "template", "params", "when", "source"))
     item = node.info.item
     change_id = _check_id(node, "id", seen, "change")
     action = _str(node, "action")
@@ -245,17 +250,26 @@ def _check_change(node, patch_id: str, probes: dict, templates: Path,
         if not needed and key in node:
             raise SpecError(f"action '{action}' takes no '{key}'",
                             node.key_info[key].at(item=item))
+    if (action == "copy-file") != ("source" in node):
+        raise SpecError(f"action '{action}' needs 'source'" if action ==
+                        "copy-file" else f"action '{action}' takes no "
+                        "'source'", node.info)
     anchor = _check_anchor(node["anchor"], item) if needs_anchor else None
-    template = None
-    if needs_template:
-        template = _str(node, "template")
-        if not (templates / template).is_file():
-            raise SpecError(f"template '{template}' not found in "
-                            f"{display_path(templates)}/",
-                            node.key_info["template"].at(item=item))
+    template = _check_template(node, "template", templates, item) \
+        if needs_template else None
     return Change(change_id, _str(node, "file"), action, anchor, template,
                   _check_params(node, "params"),
-                  _check_when(node, probes, item), node.info)
+                  _check_when(node, probes, item), node.info,
+                  _str(node, "source") if "source" in node else None)
+
+
+def _check_template(node, key: str, templates: Path, item: str) -> str:
+    template = _str(node, key)
+    if not (templates / template).is_file():
+        raise SpecError(f"template '{template}' not found in "
+                        f"{display_path(templates)}/",
+                        node.key_info[key].at(item=item))
+    return template
 
 
 def _check_patch(node, probes: dict, templates: Path, seen_patches: dict,
@@ -263,7 +277,7 @@ def _check_patch(node, probes: dict, templates: Path, seen_patches: dict,
     if isinstance(node, Node) and isinstance(node.get("id"), str):
         _in(node, f"patch '{node['id']}'")
     _check_keys(node, "a patch", ("id", "subject", "message", "changes"),
-                ("when",))
+                ("when", "message-template"))
     patch_id = _check_id(node, "id", seen_patches, "patch")
     changes = node["changes"]
     if not isinstance(changes, list) or not changes:
@@ -273,7 +287,10 @@ def _check_patch(node, probes: dict, templates: Path, seen_patches: dict,
                  _str(node, "message").rstrip("\n"),
                  tuple(_check_change(c, patch_id, probes, templates,
                                      seen_changes) for c in changes),
-                 _check_when(node, probes, node.info.item), node.info)
+                 _check_when(node, probes, node.info.item), node.info,
+                 _check_template(node, "message-template", templates,
+                                 node.info.item)
+                 if "message-template" in node else None)
 
 
 def _check_probes(node) -> dict:
@@ -377,7 +394,7 @@ def load_series(path: Path, templates: Path | None = None) -> Series:
     top = load_yaml(path, display_path(path))
     _check_keys(top, "a spec", ("series",),
                 ("params", "probes", "include", "patches", "invariants",
-                 "model"))
+                 "model", "checkpatch-accepted-warnings"))
     templates = templates or path.parent.parent / "templates"
     meta = _check_series_meta(top["series"])
     probes = _check_probes(top)
@@ -411,4 +428,27 @@ def load_series(path: Path, templates: Path | None = None) -> Series:
                        for i in raw_invariants)
     return Series(params=params, probes=probes, patches=patches,
                   templates=templates, invariants=invariants,
-                  model=models[0] if models else None, info=top.info, **meta)
+                  model=models[0] if models else None,
+                  accepted_warnings=_check_accepted_warnings(top),
+                  info=top.info, **meta)
+
+
+def _check_accepted_warnings(top) -> tuple:
+    key = "checkpatch-accepted-warnings"
+    raw = top.get(key, [])
+    if not isinstance(raw, list):
+        raise SpecError(f"'{key}' must be a list", top.key_info[key])
+    out = []
+    for node in raw:
+        if not isinstance(node, Node):
+            raise SpecError(f"'{key}' lists mappings with 'match' and "
+                            "'reason'", top.key_info[key])
+        _in(node, f"accepted checkpatch warning '{node.get('match')}'")
+        _check_keys(node, "an accepted warning", ("match", "reason"))
+        try:
+            pattern = re.compile(_str(node, "match"))
+        except re.error as e:
+            raise SpecError(f"'match' is not a valid regular expression: {e}",
+                            node.key_info["match"].at(item=node.info.item))
+        out.append((pattern, _str(node, "reason")))
+    return tuple(out)

@@ -45,7 +45,25 @@ FILTERS = {
 }
 
 
-def make_env(templates: Path) -> jinja2.Environment:
+def _verbatim(templates: Path, missing_ok: bool):
+    def verbatim(name: str) -> str:
+        """A file under the templates directory, not rendered (a diff or
+        a table dump that may hold `{{`)."""
+        path = (templates / name).resolve()
+        if not path.is_relative_to(templates.resolve()):
+            raise jinja2.TemplateError(f"verbatim('{name}'): outside "
+                                       f"{display_path(templates)}/")
+        if missing_ok and not path.exists():
+            return f"({name} is not made yet)"
+        try:
+            return path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise jinja2.TemplateError(f"verbatim('{name}'): {e}")
+    return verbatim
+
+
+def make_env(templates: Path, missing_data_ok: bool = False
+             ) -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(templates)),
         undefined=jinja2.StrictUndefined,
@@ -55,7 +73,17 @@ def make_env(templates: Path) -> jinja2.Environment:
         autoescape=False,
     )
     env.filters.update(FILTERS)
+    env.globals["verbatim"] = _verbatim(templates, missing_data_ok)
     return env
+
+
+def render_string(env: jinja2.Environment, text: str, context: dict,
+                  info: SourceInfo) -> str:
+    """A spec value that may name template parameters (`{{ tree.version }}`)."""
+    try:
+        return env.from_string(text).render(**context)
+    except jinja2.TemplateError as e:
+        raise SpecError(f"'{text}': {e}", info)
 
 
 def _template_location(templates: Path, name: str) -> SourceInfo:
@@ -78,7 +106,7 @@ def render(env: jinja2.Environment, templates: Path, name: str,
         raise SpecError(f"template syntax error: {e.message}",
                         SourceInfo(display_path(templates / name), e.lineno,
                                    info.item))
-    except jinja2.UndefinedError as e:
+    except jinja2.TemplateError as e:
         where = _template_location(templates, name)
         raise SpecError(f"{e.message} (rendering for {info})",
                         where.at(item=None))

@@ -15,7 +15,8 @@ from generator import anchors, edits, gitops
 from generator.errors import AnchorError, CheckFailed
 from generator.model import Series
 from generator.qemutree import BaseTree
-from generator.render import make_env, render
+from generator.render import make_env, render, render_string
+from generator.source import display_path
 
 PATCH_NAME = re.compile(r"^\d{4}-.*\.patch$")
 
@@ -48,9 +49,11 @@ def template_context(series: Series, base: BaseTree, facts: dict) -> dict:
     }
 
 
-def _commit_message(series: Series, patch) -> str:
+def _commit_message(series: Series, patch, appendix: str = "") -> str:
     trailers = "\n".join(f"Signed-off-by: {s}" for s in series.signoffs)
-    return f"{patch.subject}\n\n{patch.message}\n\n{trailers}\n"
+    body = patch.message + (f"\n\n{appendix.strip(chr(10))}"
+                            if appendix.strip() else "")
+    return f"{patch.subject}\n\n{body}\n\n{trailers}\n"
 
 
 def subject_prefix(series: Series) -> str:
@@ -83,10 +86,21 @@ def write_if_changed(path: Path, data: bytes) -> None:
         path.write_bytes(data)
 
 
+def copy_source(series: Series, env, change, context: dict) -> Path:
+    """The data file a copy-file change writes (e.g. an expected ACPI
+    table), under the templates directory."""
+    return series.templates / render_string(env, change.source, context,
+                                            change.info)
+
+
 def generate(series: Series, base: BaseTree, out: Path,
-             progress=lambda msg: None) -> list:
-    """Write the series for `base` into `out`; return the files written."""
-    env = make_env(series.templates)
+             progress=lambda msg: None, missing_data_ok: bool = False) -> list:
+    """Write the series for `base` into `out`; return the files written.
+
+    With `missing_data_ok`, a copy-file change whose source does not exist
+    yet leaves its file as it is (`gen-series tables` renders the series
+    that way to make the expected ACPI tables for a new release)."""
+    env = make_env(series.templates, missing_data_ok)
     with tempfile.TemporaryDirectory(prefix="gen-series-") as tmp:
         tmp = Path(tmp)
         progress(f"cloning the QEMU {base.version} base")
@@ -112,10 +126,24 @@ def generate(series: Series, base: BaseTree, out: Path,
                 if change.template:
                     text = render(env, series.templates, change.template,
                                   {**context, **change.params}, change.info)
+                if change.action == "copy-file":
+                    source = copy_source(series, env, change, context)
+                    if not source.is_file():
+                        if missing_data_ok:
+                            continue
+                        raise AnchorError(
+                            f"{display_path(source)}: no such file for QEMU "
+                            f"{base.version}; `gen-series tables` makes it",
+                            change.info)
+                    text = source.read_bytes()
                 edits.apply_change(root, change, text, base.version)
                 changed.add(change.file)
+            appendix = render(env, series.templates, patch.message_template,
+                              context, patch.info) \
+                if patch.message_template else ""
             if not gitops.commit_paths(repo, changed,
-                                       _commit_message(series, patch),
+                                       _commit_message(series, patch,
+                                                       appendix),
                                        series.author, series.date):
                 raise CheckFailed(f"patch '{patch.id}' changes nothing on "
                                   f"QEMU {base.version}", patch.info)

@@ -8,6 +8,7 @@ from generator import build as qbuild
 from generator import gitops
 from generator.check import STEPS, cparse
 from generator.check import invariants as inv_lib
+from generator.check.qtest import step_qtest
 from generator.check.steps import (
     StepResult,
     step_apply,
@@ -88,7 +89,8 @@ def run(base: BaseTree, series_dir: Path, build_root: Path, series,
         if name == "apply":
             result = step_apply(src, base.commit, patches, progress)
         elif name == "checkpatch":
-            result = step_checkpatch(src, patches, progress)
+            result = step_checkpatch(src, patches, progress,
+                                     series.accepted_warnings)
         elif any(not r.ok for r in results if r.name == "apply"):
             result = StepResult(name, ok=False,
                                 summary="not run: the series does not apply")
@@ -106,6 +108,11 @@ def run(base: BaseTree, series_dir: Path, build_root: Path, series,
                 if name == "invariants":
                     result = step_invariants(series, src, base.commit,
                                              patches, builds, progress)
+                elif name == "qtest":
+                    result = step_qtest(base, src, patches, builds,
+                                        build_root,
+                                        guest or default_guest_dir(),
+                                        progress)
                 else:
                     result = step_kvm(src, patches, builds, build_root,
                                       guest or default_guest_dir(), progress)

@@ -1,0 +1,171 @@
+"""The `qtest` step: QEMU's own tests on the patched tip and on the base.
+
+A maintainer's first question is whether QEMU's own tests still pass.
+The tests that touch what the series changes run on the tip and on the
+unpatched base (built once per release beside the other builds, its
+results cached); a case that passes on the base and fails on the tip
+fails the step, by name.  A case the series adds must pass.  Cases that
+fail on both are reported, not failed: here they fail for firmware the
+Debian sources strip (bios-tables-test's HEST and SSDT.memhp tables are
+patched by the firmware, and differ with Debian's edk2 build).
+"""
+
+import hashlib
+import json
+import re
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from generator import build as qbuild
+from generator import qtests
+from generator.check.steps import StepResult
+from generator.qemutree import BaseTree
+
+# the qtests of the aarch64 target that exercise what the series changes
+# (machines, QMP and HMP commands, QOM properties, ACPI tables)
+QTESTS = ("bios-tables-test", "qom-test", "test-hmp", "qmp-cmd-test",
+          "device-introspect-test")
+UNIT_TESTS = ("test-smp-parse",)
+# glib aborts a binary at the first failed assertion, so these run a case
+# at a time (the others whole, which is much faster)
+PER_CASE = ("bios-tables-test",)
+TAP_LINE = re.compile(r"^(not )?ok \d+ (/\S+)")
+WORKERS = 2
+
+
+def series_qtests(patches: list) -> tuple:
+    """qtests the series itself adds (new tests/qtest/*-test.c files)."""
+    names = []
+    for patch in patches:
+        for path in qbuild.changed_files(patch):
+            m = re.fullmatch(r"tests/qtest/([\w-]+-test)\.c", path)
+            if m and m[1] not in QTESTS and m[1] not in names:
+                names.append(m[1])
+    return tuple(names)
+
+
+def targets(tests: tuple) -> list:
+    return [f"tests/unit/{t}" if t in UNIT_TESTS else f"tests/qtest/{t}"
+            for t in tests]
+
+
+def _units(build_dir: Path, tests: tuple, env: dict) -> list:
+    """(test, case or None) work units."""
+    units = []
+    for test in tests:
+        if test in PER_CASE:
+            units += [(test, c) for c in qtests.list_cases(build_dir, test,
+                                                           env)]
+        else:
+            units.append((test, None))
+    return units
+
+
+def _outcomes(result: qtests.CaseResult) -> dict:
+    """case -> passed, from one run's TAP output.  A binary that died
+    before its end fails its last case."""
+    cases = {}
+    for line in result.output.splitlines():
+        m = TAP_LINE.match(line)
+        if m:
+            cases[m[2]] = m[1] is None
+    if result.case != "(all)":
+        cases = {result.case: result.ok and cases.get(result.case, False)}
+    elif not result.ok:
+        cases[f"{result.case} (exit: the binary failed after "
+              f"{len(cases)} cases)"] = False
+    return {f"{result.test} {c}": ok for c, ok in cases.items()}
+
+
+def run_tests(build_dir: Path, tests: tuple, guest: Path,
+              progress, label: str) -> tuple:
+    """Run `tests` in a built tree: ({test case: passed}, {test: seconds},
+    {test case: output tail of a failure})."""
+    qtests.provide_firmware(build_dir, guest)
+    env = qtests.qtest_env()
+    units = _units(build_dir, tests, env)
+    outcomes, seconds, failures = {}, {}, {}
+
+    def one(unit):
+        test, case = unit
+        result = qtests.run_case(build_dir, targets((test,))[0], case, env)
+        progress(f"qtest ({label}): {test} {case or ''}: "
+                 f"{'ok' if result.ok else 'FAILED'} ({result.seconds} s)")
+        return result
+
+    with ThreadPoolExecutor(WORKERS) as pool:
+        for result in pool.map(one, units):
+            found = _outcomes(result)
+            outcomes.update(found)
+            seconds[result.test] = round(seconds.get(result.test, 0)
+                                         + result.seconds, 1)
+            for name, ok in found.items():
+                if not ok:
+                    failures[name] = result.output[-1500:]
+    return outcomes, seconds, failures
+
+
+def _cache_key(base: BaseTree, tests: tuple, guest: Path) -> str:
+    h = hashlib.sha256(f"{base.commit} {' '.join(tests)}".encode())
+    for image in sorted(guest.glob("QEMU_EFI-*.fd.xz")):
+        h.update(image.name.encode())
+    return h.hexdigest()[:16]
+
+
+def base_results(base: BaseTree, build_root: Path, tests: tuple,
+                 guest: Path, progress) -> dict:
+    """The base's outcomes, from its own build (cached per release)."""
+    root = build_root.parent / f"unpatched-{base.version}"
+    cache = root / "qtest-results.json"
+    key = _cache_key(base, tests, guest)
+    if cache.is_file():
+        data = json.loads(cache.read_text())
+        if data.get("key") == key:
+            progress(f"qtest (base): cached results from {cache}")
+            return data["outcomes"]
+    binary = qbuild.build(base, None, root, progress, targets=targets(tests))
+    outcomes, _, _ = run_tests(binary.parent, tests, guest, progress, "base")
+    cache.write_text(json.dumps({"key": key, "outcomes": outcomes},
+                                indent=1, sort_keys=True) + "\n")
+    return outcomes
+
+
+def step_qtest(base: BaseTree, src: Path, patches: list, builds: list,
+               build_root: Path, guest: Path, progress) -> StepResult:
+    result = StepResult("qtest")
+    added = series_qtests(patches)
+    tests = QTESTS + UNIT_TESTS
+    native = builds[0]
+    qbuild.ninja(native.dir, build_root, targets(tests + added), native.env,
+                 progress)
+    tip, seconds, failures = run_tests(native.dir, tests + added, guest,
+                                       progress, "tip")
+    base_outcomes = base_results(base, build_root, tests, guest, progress)
+    regressions = broken_both = new = 0
+    for name in sorted(set(tip) | set(base_outcomes)):
+        on_base, on_tip = base_outcomes.get(name), tip.get(name)
+        if on_tip is None:
+            result.fail(name, "passes on the base, not run on the tip"
+                        if on_base else "not run on the tip")
+            regressions += bool(on_base)
+        elif on_base is None:
+            new += 1
+            (result.passed if on_tip else result.fail)(
+                name, "new: passes" if on_tip else
+                "new: fails\n" + failures.get(name, ""))
+        elif on_base and not on_tip:
+            regressions += 1
+            result.fail(name, "passes on the base, fails on the tip\n"
+                        + failures.get(name, ""))
+        else:
+            broken_both += not on_base
+            result.passed(name, "passes on base and tip" if on_tip else
+                          "fails on the base too (expected here)")
+    for item in result.items:
+        item["base"] = base_outcomes.get(item["patch"])
+        item["tip"] = tip.get(item["patch"])
+    result.figures = {f"{t} (tip)": s for t, s in seconds.items()}
+    result.summary = (f"{sum(tip.values())}/{len(tip)} cases pass on the "
+                      f"tip; {regressions} regressions, {new} new, "
+                      f"{broken_both} fail on the base too")
+    return result
