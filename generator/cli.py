@@ -97,7 +97,7 @@ def cmd_check(args) -> int:
             series_dir = Path(tmp) / "series"
             generate(series, base, series_dir, progress)
         results = pipeline.run(base, series_dir, build_root, series, steps,
-                               progress, args.guest)
+                               progress, args.guest, tuple(args.qtest))
         if args.json:
             args.json.write_text(pipeline.to_json(results, base, series_dir))
     print_summary(results, base)
@@ -217,7 +217,7 @@ def make_parser() -> argparse.ArgumentParser:
     from generator.check import STEPS
     chk = sub.add_parser(
         "check", help="is the series ready to send? apply, checkpatch, "
-        "bisectable builds, structure invariants",
+        "bisectable builds, structure invariants, QEMU's qtests, KVM",
         description="Check a series on one QEMU release, in order: "
         + ", ".join(STEPS) + ".  apply: git am of each patch onto a clean "
         "base.  checkpatch: the tree's scripts/checkpatch.pl on each patch "
@@ -231,7 +231,12 @@ def make_parser() -> argparse.ArgumentParser:
         "native build emulates (TCG with EL2, the --guest kernel): start "
         "with disabled vCPUs, system_reset, enable, guest code on the "
         "enabled vCPU, disable, PSCI CPU_ON denied; about a minute once "
-        "built.  Exit status 0 only if every step passes.")
+        "built.  qtest: QEMU's own aarch64 qtests (bios-tables-test, "
+        "qom-test, test-hmp, qmp-cmd-test, device-introspect-test, "
+        "test-smp-parse and any the series adds) on the tip and on the "
+        "unpatched base (built once, results cached): a case that passes on "
+        "the base must pass on the tip, a new case must pass.  Exit status "
+        "0 only if every step passes.")
     chk.add_argument("--qemu", required=True, metavar="PATH", help=qemu_help)
     chk.add_argument("--series", type=Path, metavar="DIR",
                      help="the series to check (default: generate it from "
@@ -254,6 +259,9 @@ def make_parser() -> argparse.ArgumentParser:
                      "static busybox-* for the kvm step (default: "
                      "$GEN_SERIES_GUEST or ../shared/guest beside the "
                      "project)")
+    chk.add_argument("--qtest", action="append", default=[], metavar="NAME",
+                     help="in the qtest step, run only this test "
+                     "(repeatable), e.g. test-hmp")
     chk.set_defaults(func=cmd_check)
     return parser
 

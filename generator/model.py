@@ -250,10 +250,11 @@ def _check_change(node, patch_id: str, probes: dict, templates: Path,
         if not needed and key in node:
             raise SpecError(f"action '{action}' takes no '{key}'",
                             node.key_info[key].at(item=item))
-    if (action == "copy-file") != ("source" in node):
-        raise SpecError(f"action '{action}' needs 'source'" if action ==
-                        "copy-file" else f"action '{action}' takes no "
-                        "'source'", node.info)
+    if action == "copy-file" and "source" not in node:
+        raise SpecError("action 'copy-file' needs 'source'", node.info)
+    if action != "copy-file" and "source" in node:
+        raise SpecError(f"action '{action}' takes no 'source'",
+                        node.key_info["source"].at(item=item))
     anchor = _check_anchor(node["anchor"], item) if needs_anchor else None
     template = _check_template(node, "template", templates, item) \
         if needs_template else None

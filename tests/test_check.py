@@ -32,7 +32,7 @@ def test_the_series_is_ready_to_send(release, tmp_path):
                         tmp_path=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
     assert [s for s in steps] == ["apply", "checkpatch", "bisect",
-                                  "invariants", "kvm"]
+                                  "invariants", "qtest", "kvm"]
     assert all(s["ok"] for s in steps.values())
     assert not any(s["skipped"] for name, s in steps.items() if name != "kvm")
     patches = sorted(p.name for p in (PROJECT / "patches" / release)
@@ -41,6 +41,18 @@ def test_the_series_is_ready_to_send(release, tmp_path):
     assert [i["patch"] for i in steps["apply"]["items"]] == patches
     assert [i["patch"] for i in steps["bisect"]["items"]] == \
         patches + ["(tip)"]
+    # QEMU's own tests: nothing that passes on the base fails on the tip;
+    # the series' bios-tables-test case passes against its expected tables
+    qtest = {i["patch"]: i for i in steps["qtest"]["items"]}
+    assert qtest["bios-tables-test /aarch64/acpi/virt/cpuhp"]["tip"] is True
+    assert qtest["bios-tables-test /aarch64/acpi/virt/cpuhp"]["base"] is None
+    assert qtest["bios-tables-test /aarch64/acpi/virt/topology"]["tip"]
+    assert not [n for n, i in qtest.items() if i["base"] and not i["tip"]]
+    for test in ("qom-test", "test-hmp", "qmp-cmd-test",
+                 "device-introspect-test", "test-smp-parse"):
+        assert any(n.startswith(test + " ") and i["tip"]
+                   for n, i in qtest.items()), test
+    assert "0 regressions" in steps["qtest"]["summary"]
     if steps["kvm"]["skipped"]:
         pytest.skip(f"kvm step: {steps['kvm']['summary']}")
     # under real KVM (nested): every stage of the scenario passed
@@ -166,3 +178,25 @@ def test_an_unused_function_is_caught(tmp_path):
     assert f"{MACHINE_PATCH}: hw/core/machine.c: "\
         "machine_count_possible_cpus() is added but never used" in \
         failures(steps["invariants"])
+
+
+@pytest.mark.slow
+def test_qtest_step_names_a_regression(tmp_path):
+    """A new `info` command that crashes on machines without vCPUs (here
+    by reading the first element of an empty list): test-hmp, which runs
+    every `info` command on every machine, passes on the base and fails
+    on the tip, and the step says which case."""
+    loop = "    for (e = list; e; e = e->next) {\n"
+    series = seeded_series(
+        tmp_path, "runtime/hmp-info.c.j2", loop,
+        '    monitor_printf(mon, "first: %s\\n", list->value->qom_path);\n'
+        + loop)
+    proc, steps = check("10.2.2", series, "--only", "qtest", "--qtest",
+                        "test-hmp", build_root=SEEDED, tmp_path=tmp_path)
+    assert proc.returncode == 1, proc.stdout + proc.stderr[-3000:]
+    failed = {i["patch"]: i for i in steps["qtest"]["items"] if not i["ok"]}
+    assert failed and all(n.startswith("test-hmp ") for n in failed), failed
+    assert all(i["base"] and not i["tip"] for i in failed.values())
+    assert "passes on the base, fails on the tip" in \
+        next(iter(failed.values()))["message"]
+    assert "test-hmp" in proc.stdout
