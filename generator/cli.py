@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from generator.errors import GenError
+from generator.errors import GenError, ToolError
 
 PROJECT = Path(__file__).resolve().parent.parent
 DEFAULT_SPEC = PROJECT / "specs" / "series.yaml"
@@ -23,12 +23,30 @@ def progress(msg: str) -> None:
         print(f"gen-series: {msg}", file=sys.stderr, flush=True)
 
 
+def load_signed_series(args):
+    """The spec, authored and signed off by the user: --author, else git's
+    user.name and user.email; never a made-up identity."""
+    from generator.gitops import user_identity
+    from generator.model import check_identity, load_series, with_identity
+
+    series = load_series(args.spec, args.templates)
+    if args.author is not None:
+        identity = check_identity(args.author, "--author")
+    else:
+        identity = user_identity()
+        if identity is None:
+            raise ToolError("no identity to author and sign off the patches "
+                            "with: set git config user.name and user.email, "
+                            "or pass --author 'Name <email>'")
+        identity = check_identity(identity, "git config user.name/email")
+    return with_identity(series, identity)
+
+
 def cmd_generate(args) -> int:
-    from generator.model import load_series
     from generator.qemutree import resolve_base
     from generator.series import generate
 
-    series = load_series(args.spec, args.templates)
+    series = load_signed_series(args)
     base = resolve_base(args.qemu, progress)
     files = generate(series, base, args.out, progress)
     progress(f"wrote {len(files)} files for QEMU {base.version} "
@@ -62,11 +80,10 @@ def cmd_build(args) -> int:
 
 def cmd_tables(args) -> int:
     from generator.kvm.nested import default_guest_dir
-    from generator.model import load_series
     from generator.qemutree import cache_dir, resolve_base
     from generator.tables import rebuild
 
-    series = load_series(args.spec, args.templates)
+    series = load_signed_series(args)
     base = resolve_base(args.qemu, progress)
     build_root = args.build_dir or cache_dir() / "builds" / base.version
     written = rebuild(series, base, build_root,
@@ -86,7 +103,9 @@ def cmd_check(args) -> int:
     from generator.qemutree import cache_dir, resolve_base
     from generator.series import generate
 
-    series = load_series(args.spec, args.templates)
+    # an existing series is checked as it is; only rendering needs an author
+    series = load_series(args.spec, args.templates) if args.series \
+        else load_signed_series(args)
     base = resolve_base(args.qemu, progress)
     steps = [s for s in (args.only or STEPS) if s not in args.skip]
     build_root = args.build_dir or cache_dir() / "builds" / base.version
@@ -136,6 +155,10 @@ def add_spec_arguments(parser, what: str) -> None:
     parser.add_argument("--templates", type=Path, default=None,
                         metavar="DIR", help="template directory (default: "
                         "templates/ beside the spec's directory)")
+    parser.add_argument("--author", metavar="'NAME <EMAIL>'",
+                        help="author and Signed-off-by of every patch "
+                        "(default: git config user.name and user.email; "
+                        "with neither, the command stops with exit 2)")
 
 
 def make_parser() -> argparse.ArgumentParser:

@@ -14,6 +14,7 @@ from generator.errors import CheckFailed, ToolError
 GIT_ENV = {
     "GIT_CONFIG_NOSYSTEM": "1",
     "GIT_CONFIG_GLOBAL": os.devnull,
+    "GIT_CONFIG_COUNT": "0",
     "GIT_TERMINAL_PROMPT": "0",
     "LC_ALL": "C",
     "TZ": "UTC",
@@ -26,6 +27,21 @@ def open_repo(path: Path) -> git.Repo:
     repo = git.Repo(path)
     repo.git.update_environment(**GIT_ENV)
     return repo
+
+
+def user_identity() -> str | None:
+    """The user's own identity, 'Name <email>', from git's user.name and
+    user.email as the user's git sees them (the current repository's,
+    global or system config, or GIT_CONFIG_* variables); None if either is
+    unset.  git's guess from the host name is not an identity."""
+    values = []
+    for key in ("user.name", "user.email"):
+        try:
+            values.append(git.Git().config("--get", key).strip())
+        except git.GitCommandError:
+            return None
+    name, email = values
+    return f"{name} <{email}>" if name and email else None
 
 
 def identity_env(author: str, date: str) -> dict:

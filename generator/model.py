@@ -2,7 +2,8 @@
 
 A spec is one YAML file, optionally pulling in more files of patches:
 
-    series:   metadata: subject prefix, version, author, date, cover letter
+    series:   metadata: subject prefix, version, date, cover letter (the
+              author is whoever generates the series: with_identity())
     params:   names the series introduces, handed to every template
     probes:   named facts about the target tree (an anchor that may or may
               not resolve); changes select alternatives with `when:`
@@ -12,12 +13,13 @@ A spec is one YAML file, optionally pulling in more files of patches:
 See specs/README.md for the full reference.
 """
 
+import dataclasses
 import datetime
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from generator.errors import SpecError
+from generator.errors import SpecError, ToolError
 from generator.source import SourceInfo, display_path
 from generator.specload import Node, load_yaml
 
@@ -114,7 +116,7 @@ class Series:
     name: str
     subject_prefix: str
     version: int
-    author: str
+    author: str             # "" until with_identity()
     date: str
     signoffs: tuple
     cover_subject: str
@@ -327,30 +329,44 @@ def _check_date(node) -> str:
     return text
 
 
+IDENTITY_RE = re.compile(r"^[^<>\n]+ <[^<>@\s]+@[^<>\s]+>$")
+
+
+def check_identity(identity: str, origin: str) -> str:
+    """'Name <email>', as git and the DCO's Signed-off-by want it."""
+    if not IDENTITY_RE.match(identity) or identity != identity.strip():
+        raise ToolError(f"{origin}: {identity!r} is not 'Name <email>'")
+    return identity
+
+
+def with_identity(series: "Series", identity: str) -> "Series":
+    """The series authored and signed off by `identity`."""
+    return dataclasses.replace(series, author=identity,
+                               signoffs=(identity,))
+
+
 def _check_series_meta(node) -> dict:
     _in(node, "series")
+    for key in ("author", "signed-off-by"):
+        if key in node:
+            raise SpecError(
+                f"'{key}' is not part of the spec: the patches carry the "
+                "identity of whoever generates them (git config user.name "
+                "and user.email, or --author)",
+                node.key_info[key].at(item="series"))
     _check_keys(node, "'series'",
-                ("name", "subject-prefix", "author", "date", "cover"),
-                ("version", "signed-off-by"))
+                ("name", "subject-prefix", "date", "cover"), ("version",))
     version = node.get("version", 1)
-    if not isinstance(version, int) or version < 1:
+    if not isinstance(version, int) or isinstance(version, bool) \
+            or version < 1:
         raise SpecError("'version' must be a positive integer",
                         node.key_info["version"].at(item="series"))
-    author = _str(node, "author")
-    if not re.match(r"^[^<>]+ <[^<>@\s]+@[^<>\s]+>$", author):
-        raise SpecError(f"'author' must read 'Name <email>', not '{author}'",
-                        node.key_info["author"].at(item="series"))
-    signoffs = node.get("signed-off-by", [author])
-    if not isinstance(signoffs, list) or not all(
-            isinstance(s, str) for s in signoffs):
-        raise SpecError("'signed-off-by' must be a list of 'Name <email>'",
-                        node.key_info["signed-off-by"].at(item="series"))
     cover = _in(node["cover"], "series cover")
     _check_keys(cover, "'cover'", ("subject", "body"))
     return dict(name=_str(node, "name"),
                 subject_prefix=_str(node, "subject-prefix"),
-                version=version, author=author, date=_check_date(node),
-                signoffs=tuple(signoffs),
+                version=version, author="", date=_check_date(node),
+                signoffs=(),
                 cover_subject=_str(cover, "subject"),
                 cover_body=_str(cover, "body").rstrip("\n"))
 

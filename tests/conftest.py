@@ -24,6 +24,18 @@ RELEASES = {
 }
 PINNED = "10.2.2"
 
+# gen-series signs the patches with the user's git identity.  The tests
+# give every process one, through git's own configuration variables (they
+# win over any config file), so results do not depend on the machine; the
+# committed series in patches/ carry it.
+IDENTITY = ("Seed 3f869926 maintainers",
+            "maintainers@users.noreply.r-seed-3f869926.example")
+os.environ.update(GIT_CONFIG_COUNT="2",
+                  GIT_CONFIG_KEY_0="user.name", GIT_CONFIG_VALUE_0=IDENTITY[0],
+                  GIT_CONFIG_KEY_1="user.email",
+                  GIT_CONFIG_VALUE_1=IDENTITY[1])
+SIGNER = f"{IDENTITY[0]} <{IDENTITY[1]}>"
+
 
 def run_gen_series(*args, cwd=PROJECT, check=None):
     """Run the real CLI in a subprocess, as a user would."""

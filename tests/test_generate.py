@@ -9,6 +9,7 @@ import unidiff
 from conftest import (
     PROJECT,
     RELEASES,
+    SIGNER,
     make_git_tree,
     release_dsc,
     run_gen_series,
@@ -43,8 +44,11 @@ def test_writes_a_format_patch_series(minitree, tmp_path):
     assert f"base-commit: {base}" in cover
     first = files["0001-qdev-first-change.patch"].decode()
     assert "Subject: [RFC PATCH v2 1/2] qdev: first change" in first
-    assert "Signed-off-by: Test Author <test@example.org>\n" \
-        "Signed-off-by: Second Person <second@example.org>" in first
+    # headers may be folded ("From: Name\n <email>")
+    assert f"From: {SIGNER}\n" in first.replace("\n <", " <")
+    assert f"From: {SIGNER}\n" in cover.replace("\n <", " <")
+    assert first.count("Signed-off-by: ") == 1
+    assert f"\nSigned-off-by: {SIGNER}\n" in first
     assert "Date: Thu, 1 Jan 2026 00:00:00 +0000" in first
 
 
@@ -163,3 +167,53 @@ def test_missing_anchor_names_the_release(tmp_path):
         "'note' of patch 'virt-note': hw/arm/virt.c (QEMU 10.0.13): "
         "function 'virt_post_cpus_gic_realized' not found\n")
     assert not (tmp_path / "old").exists()
+
+
+def no_identity_env(home: Path) -> dict:
+    """A user with no git identity anywhere."""
+    import os
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("GIT_CONFIG", "GIT_AUTHOR", "GIT_COMMITTER"))}
+    env.update(HOME=str(home), GIT_CONFIG_NOSYSTEM="1",
+               XDG_CONFIG_HOME=str(home), PYTHONPATH=str(PROJECT))
+    return env
+
+
+def test_no_identity_is_refused_in_one_line(minitree, tmp_path):
+    import sys
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, "-m", "generator", "-q", "generate", "--spec",
+         MINI_SPEC, "--templates", MINI_TEMPLATES, "--qemu", minitree,
+         "--out", out], cwd=tmp_path, env=no_identity_env(tmp_path),
+        capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr == (
+        "gen-series: error: no identity to author and sign off the patches "
+        "with: set git config user.name and user.email, or pass --author "
+        "'Name <email>'\n")
+    assert not out.exists()
+
+
+def test_author_option_signs_every_patch(minitree, tmp_path):
+    out = tmp_path / "out"
+    run_gen_series("-q", "generate", "--spec", MINI_SPEC, "--templates",
+                   MINI_TEMPLATES, "--qemu", minitree, "--out", out,
+                   "--author", "Ada Lovelace <ada@example.net>", check=0)
+    for patch in sorted(out.iterdir()):
+        text = patch.read_text().replace("\n <", " <")
+        assert "From: Ada Lovelace <ada@example.net>\n" in text
+        if not patch.name.startswith("0000-"):
+            assert "Signed-off-by: Ada Lovelace <ada@example.net>\n" in text
+        assert SIGNER not in text
+
+
+@pytest.mark.parametrize("author", ["ada@example.net", "Ada <ada>",
+                                    "Ada\nEve <ada@example.net>", ""])
+def test_bad_author_is_refused(minitree, tmp_path, author):
+    proc = run_gen_series("-q", "generate", "--spec", MINI_SPEC,
+                          "--templates", MINI_TEMPLATES, "--qemu", minitree,
+                          "--out", tmp_path / "out", "--author", author)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "--author: " in proc.stderr
+    assert not (tmp_path / "out").exists()
