@@ -79,7 +79,7 @@ def test_default_machine_reports_zero_disabled_and_admin_state(built):
     assert smp["return"]["disabledcpus"] == 0
     assert len(cpus["return"]) == 2
     assert state["return"] == "enabled"
-    # Arm CPUs opt in, but a realized one is changed with device-set
-    assert refused["error"]["desc"] == ("Device 'max-arm-cpu' is realized: "
-                                        "use device-set to change its "
-                                        "administrative power state")
+    # only the machine and device-set change it, never qom-set
+    assert refused["error"]["desc"] == ("Device 'max-arm-cpu': the "
+                                        "administrative power state changes "
+                                        "only with device-set")

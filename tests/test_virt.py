@@ -76,12 +76,17 @@ def test_guest_boots_with_two_online_cpus(built):
 @pytest.mark.slow
 @pytest.mark.parametrize("machine, smp, error", [
     ("virt,gic-version=2", "cpus=2,disabledcpus=2",
-     "mach-virt: -smp disabledcpus requires gic-version=3"),
+     "mach-virt: -smp disabledcpus requires gic-version=3 or 4"),
     ("virt,gic-version=3", "cpus=2,disabledcpus=2,maxcpus=6",
      "mach-virt: -smp disabledcpus requires maxcpus to be cpus + "
      "disabledcpus (4), not 6"),
     ("virt,gic-version=3", "cpus=2,disabledcpus=3,maxcpus=4",
      "Invalid CPU topology: cpus (2) + disabledcpus (3) exceed maxcpus (4)"),
+    ("virt,gic-version=3", "maxcpus=4,disabledcpus=4",
+     "Invalid CPU topology: disabledcpus (4) must be less than maxcpus (4)"),
+    ("virt,gic-version=3", "cpus=2,disabledcpus=4294967298",
+     "Invalid CPU topology: disabledcpus (4294967298) exceeds the machine's "
+     "maximum of 512 CPUs"),
     # machines that do not opt in
     ("sbsa-ref", "cpus=2,disabledcpus=2",
      "disabledcpus not supported by this machine"),
@@ -98,3 +103,35 @@ def test_unsupported_configurations_fail_with_one_line(built, machine, smp,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1
     assert proc.stderr == f"qemu-system-aarch64: {error}\n"
+
+
+@pytest.mark.slow
+def test_el3_firmware_without_qemu_psci_is_refused(built, tmp_path):
+    """secure=on with firmware: the firmware, not QEMU, implements PSCI,
+    and disabled vCPUs could never be powered on."""
+    _, binary = built
+    firmware = tmp_path / "el3.bin"
+    firmware.write_bytes(bytes(4096))
+    proc = subprocess.run([binary, "-M", "virt,gic-version=3,secure=on",
+                           "-smp", "cpus=2,disabledcpus=2", "-bios", firmware,
+                           "-nodefaults", "-display", "none", "-S"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert proc.stderr == (
+        "qemu-system-aarch64: mach-virt: -smp disabledcpus requires QEMU's "
+        "PSCI, which secure=on with EL3 firmware disables\n")
+
+
+@pytest.mark.slow
+def test_gicv4_under_tcg_is_accepted(built):
+    _, binary = built
+    proc = subprocess.run([binary, "-M", "virt,gic-version=max,"
+                           "virtualization=on", "-cpu", "max",
+                           "-smp", "cpus=2,disabledcpus=2", "-nodefaults",
+                           "-display", "none", "-S", "-qmp", "stdio"],
+                          input='{"execute": "qmp_capabilities"}\n'
+                          '{"execute": "query-cpus-powerstate"}\n'
+                          '{"execute": "quit"}\n',
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count('"admin-state": "disabled"') == 2
