@@ -28,7 +28,7 @@ def main() -> None:
         for n in range(1, count + 1):
             start = time.perf_counter()
             vm.cmd("device-set", id=f"/machine/vcpu[{n}]",
-                   **{"admin-state": "enabled"})
+                   **{"admin-power-state": "enabled"})
             times.append(time.perf_counter() - start)
         running = sum(1 for c in vm.powerstate() if c.get("thread-id"))
     times.sort()

@@ -73,7 +73,7 @@ class Qemu:
         return self.qmp.cmd(name, timeout=120, **arguments)
 
     def powerstate(self) -> list:
-        return sorted(self.cmd("query-cpus-powerstate"),
+        return sorted(self.cmd("query-cpus-power-state"),
                       key=lambda c: c["cpu-index"])
 
     # ---- the guest's serial console ---------------------------------------

@@ -68,15 +68,15 @@ def ost_events(q, source: int) -> list:
 
 def enable(q, index: int) -> None:
     q.cmd("device-set", id=f"/machine/vcpu[{index}]",
-          **{"admin-state": "enabled"})
+          **{"admin-power-state": "enabled"})
     until(lambda: f"CPU{index} has been hot-added" in q.shell("dmesg"),
           f"the guest to hot-add CPU{index}")
 
 
 def disable(q, index: int) -> None:
     q.cmd("device-set", id=f"/machine/vcpu[{index}]",
-          **{"admin-state": "disabled"})
-    until(lambda: q.powerstate()[index]["admin-state"] == "disabled",
+          **{"admin-power-state": "disabled"})
+    until(lambda: q.powerstate()[index]["admin-power-state"] == "disabled",
           f"the guest to eject CPU{index}")
 
 
@@ -107,8 +107,8 @@ def test_guest_sees_takes_and_gives_back_a_vcpu(built):
 
         # disable: the guest is asked, offlines the CPU and ejects it;
         # QEMU disables it only then
-        q.cmd("device-set", id=VCPU2, **{"admin-state": "disabled"})
-        until(lambda: q.powerstate()[2]["admin-state"] == "disabled",
+        q.cmd("device-set", id=VCPU2, **{"admin-power-state": "disabled"})
+        until(lambda: q.powerstate()[2]["admin-power-state"] == "disabled",
               "the eject")
         assert q.powerstate()[2]["power-state"] == "off"
         assert cpus(q) == {"possible": "0-3", "present": "0-3",
@@ -162,11 +162,11 @@ def test_a_guest_that_refuses_the_eject_keeps_the_vcpu(built):
         enable(q, 2)
         q.shell(f"echo 1 > {CPU}/cpu2/online")
         q.shell("echo 0 > /sys/firmware/acpi/hotplug/processor/enabled")
-        q.cmd("device-set", id=VCPU2, **{"admin-state": "disabled"})
+        q.cmd("device-set", id=VCPU2, **{"admin-power-state": "disabled"})
         until(lambda: any(e["status"] != 0 for e in ost_events(q, 3)),
               "the guest's _OST refusal")
         cpu2 = q.powerstate()[2]
-        assert (cpu2["admin-state"], cpu2["power-state"],
+        assert (cpu2["admin-power-state"], cpu2["power-state"],
                 cpu2["eject-pending"]) == ("enabled", "on", False)
         assert cpus(q)["online"] == "0-2"
 
@@ -178,15 +178,15 @@ def test_an_eject_request_stays_pending_until_the_guest_answers(built):
         assert q.powerstate()[1]["eject-pending"] is False
         q.cmd("stop")                   # a guest that cannot answer
         q.cmd("device-set", id="/machine/unattached/device[1]",
-              **{"admin-state": "disabled"})
+              **{"admin-power-state": "disabled"})
         time.sleep(1)
         cpu1 = q.powerstate()[1]
-        assert (cpu1["admin-state"], cpu1["power-state"],
+        assert (cpu1["admin-power-state"], cpu1["power-state"],
                 cpu1["eject-pending"]) == ("enabled", "on", True)
         assert "eject pending" in q.cmd("human-monitor-command", **{
-            "command-line": "info cpus-powerstate"})
+            "command-line": "info cpus-power-state"})
         q.cmd("cont")                   # now it answers: offline, _EJ0
-        until(lambda: q.powerstate()[1]["admin-state"] == "disabled",
+        until(lambda: q.powerstate()[1]["admin-power-state"] == "disabled",
               "the eject")
         cpu1 = q.powerstate()[1]
         assert (cpu1["power-state"], cpu1["eject-pending"]) == ("off", False)
@@ -199,7 +199,7 @@ def test_twenty_enable_online_disable_cycles(built):
         q.read_until(b"GUEST-SHELL-READY")
         threads = set()
         for cycle in range(20):
-            q.cmd("device-set", id=VCPU2, **{"admin-state": "enabled"})
+            q.cmd("device-set", id=VCPU2, **{"admin-power-state": "enabled"})
             until(lambda: cpus(q)["enabled"] == "0-2", f"enable {cycle}")
             assert "rc=0" in q.shell(f"echo 1 > {CPU}/cpu2/online; "
                                      "echo rc=$?")

@@ -39,6 +39,8 @@ def machine_class(binary, model):
                                     "-S", "-smp",
                                     f"cpus={CPUS},disabledcpus={DISABLED}"])
             self.vm.__enter__()
+            self.paths = [c["qom-path"] for c in
+                          self.vm.cmd("query-cpus-power-state")]
             self.state = model.initial(CPUS, DISABLED, kvm=False)
 
         def teardown(self):
@@ -57,14 +59,13 @@ def machine_class(binary, model):
 
         @rule(index=st.integers(0, CPUS + DISABLED - 1))
         def enable(self, index):
-            # by topology: core-id is the slot on this machine
-            self.apply("enable", index, "device-set",
-                       **{"core-id": index, "admin-state": "enabled"})
+            self.apply("enable", index, "device-set", id=self.paths[index],
+                       **{"admin-power-state": "enabled"})
 
         @rule(index=st.integers(0, CPUS + DISABLED - 1))
         def disable(self, index):
-            self.apply("disable", index, "device-set",
-                       **{"core-id": index, "admin-state": "disabled"})
+            self.apply("disable", index, "device-set", id=self.paths[index],
+                       **{"admin-power-state": "disabled"})
 
         @rule()
         def reset(self):
@@ -72,7 +73,7 @@ def machine_class(binary, model):
 
         @invariant()
         def qemu_shows_what_the_model_predicts(self):
-            seen = [(c["admin-state"], c["realized"], "thread-id" in c,
+            seen = [(c["admin-power-state"], c["realized"], "thread-id" in c,
                      c["power-state"]) for c in self.vm.powerstate()]
             predicted = [(c.admin, c.realized, c.thread, c.power)
                          for c in self.state]

@@ -130,8 +130,8 @@ def test_gicv4_under_tcg_is_accepted(built):
                            "-smp", "cpus=2,disabledcpus=2", "-nodefaults",
                            "-display", "none", "-S", "-qmp", "stdio"],
                           input='{"execute": "qmp_capabilities"}\n'
-                          '{"execute": "query-cpus-powerstate"}\n'
+                          '{"execute": "query-cpus-power-state"}\n'
                           '{"execute": "quit"}\n',
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.count('"admin-state": "disabled"') == 2
+    assert proc.stdout.count('"admin-power-state": "disabled"') == 2

@@ -88,7 +88,7 @@ def reset(qmp, box: Mailbox, vcpu: int) -> tuple:
 
 
 def states(qmp) -> dict:
-    return {c["cpu-index"]: c for c in qmp.cmd("query-cpus-powerstate")}
+    return {c["cpu-index"]: c for c in qmp.cmd("query-cpus-power-state")}
 
 
 def describe(box: Mailbox, n: int) -> str:
@@ -103,11 +103,11 @@ def _drive(qmp, out: Outcome) -> None:
               f"(SVE {'on' if sve else 'off'})")
     cpus = states(qmp)
     out.check("query", len(cpus) == 4 and
-              [cpus[i]["admin-state"] for i in range(4)] ==
+              [cpus[i]["admin-power-state"] for i in range(4)] ==
               ["enabled", "enabled", "disabled", "disabled"] and
               not cpus[2]["realized"],
-              "query-cpus-powerstate: " + ", ".join(
-                  f"{i} {c['admin-state']}/"
+              "query-cpus-power-state: " + ", ".join(
+                  f"{i} {c['admin-power-state']}/"
                   f"{'realized' if c['realized'] else 'unrealized'}"
                   for i, c in sorted(cpus.items())))
 
@@ -127,14 +127,14 @@ def _drive(qmp, out: Outcome) -> None:
               f"{box.boots}, was {boots}); {describe(box, 1)}")
 
     start = time.monotonic()
-    qmp.cmd("device-set", id=VCPU2, **{"admin-state": "enabled"})
+    qmp.cmd("device-set", id=VCPU2, **{"admin-power-state": "enabled"})
     out.figures["first enable (QMP)"] = time.monotonic() - start
     box = wait_for(qmp, lambda b: b.runs(2) > 0)
     out.figures["first enable to guest code"] = time.monotonic() - start
     cpu2 = states(qmp)[2]
-    out.check("enable", cpu2["admin-state"] == "enabled" and
+    out.check("enable", cpu2["admin-power-state"] == "enabled" and
               cpu2["realized"] and box.runs(2) > 0 and box.mpidr(2) == 2,
-              f"device-set enable: vCPU 2 {cpu2['admin-state']}, "
+              f"device-set enable: vCPU 2 {cpu2['admin-power-state']}, "
               f"realized {cpu2['realized']}; {describe(box, 2)}, "
               f"its MPIDR Aff0 {box.mpidr(2)}")
 
@@ -142,15 +142,15 @@ def _drive(qmp, out: Outcome) -> None:
     out.check("reset-enabled", box.boots == boots + 1 and box.runs(2) > 0,
               f"after system_reset (boot {box.boots}): {describe(box, 2)}")
 
-    qmp.cmd("device-set", id=VCPU2, **{"admin-state": "disabled"})
+    qmp.cmd("device-set", id=VCPU2, **{"admin-power-state": "disabled"})
     cpu2 = states(qmp)[2]
     box = wait_for(qmp, lambda b: b.last_cpu_on(2) == DENIED)
     runs = box.runs(2)
     later = wait_for(qmp, lambda b: b.sweeps > box.sweeps + 3)
-    out.check("disable-denied", cpu2["admin-state"] == "disabled" and
+    out.check("disable-denied", cpu2["admin-power-state"] == "disabled" and
               cpu2["power-state"] == "off" and
               later.last_cpu_on(2) == DENIED and later.runs(2) == runs,
-              f"device-set disable: vCPU 2 {cpu2['admin-state']}, power "
+              f"device-set disable: vCPU 2 {cpu2['admin-power-state']}, power "
               f"{cpu2['power-state']}; then over "
               f"{later.sweeps - box.sweeps} sweeps: {describe(later, 2)}")
 
