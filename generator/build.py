@@ -44,9 +44,11 @@ class Build:
     env: dict
 
 
-# where the native build, the aarch64 cross build (compile checks) and the
-# KVM-only aarch64 build (run under nested KVM) live, below the clone
-BUILD_DIRS = (Path("build"), Path("build-aarch64"), Path("build-aarch64-kvm"))
+# where the native build, the aarch64 cross build (compile checks), the
+# KVM-only aarch64 build (run under nested KVM) and the AddressSanitizer
+# build (qtest --asan) live, below the clone
+BUILD_DIRS = (Path("build"), Path("build-aarch64"), Path("build-aarch64-kvm"),
+              Path("build-asan"))
 
 
 def series_files(series_dir: Path) -> list:
@@ -207,6 +209,17 @@ def _compiler(cc: str) -> str:
     if shutil.which(cc) is None:
         raise ToolError(f"{cc} is needed for this build")
     return f"--cc=ccache {cc}" if shutil.which("ccache") else f"--cc={cc}"
+
+
+def configure_asan(src: Path, build_root: Path, progress) -> Build:
+    """A native build with AddressSanitizer (and UBSan's checks that QEMU's
+    --enable-asan brings), for the qtests that exercise the series."""
+    env = build_env(src)
+    return Build("asan", configure(src, src / BUILD_DIRS[3], build_root,
+                                   progress,
+                                   CONFIGURE_ARGS + [_compiler("gcc"),
+                                                     "--enable-asan"],
+                                   env), env)
 
 
 def configure_native(src: Path, build_root: Path, progress) -> Build:

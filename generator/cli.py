@@ -116,7 +116,8 @@ def cmd_check(args) -> int:
             series_dir = Path(tmp) / "series"
             generate(series, base, series_dir, progress)
         results = pipeline.run(base, series_dir, build_root, series, steps,
-                               progress, args.guest, tuple(args.qtest))
+                               progress, args.guest, tuple(args.qtest),
+                               args.asan)
         if args.json:
             args.json.write_text(pipeline.to_json(results, base, series_dir))
     print_summary(results, base)
@@ -285,6 +286,10 @@ def make_parser() -> argparse.ArgumentParser:
     chk.add_argument("--qtest", action="append", default=[], metavar="NAME",
                      help="in the qtest step, run only this test "
                      "(repeatable), e.g. test-hmp")
+    chk.add_argument("--asan", action="store_true",
+                     help="in the qtest step, also build the tip with "
+                     "--enable-asan (<build-dir>/qemu/build-asan) and run "
+                     "the series' own qtests and test-hmp there")
     chk.set_defaults(func=cmd_check)
     return parser
 

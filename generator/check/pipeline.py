@@ -73,10 +73,11 @@ def step_invariants(series, src, base, patches, builds, progress):
 
 def run(base: BaseTree, series_dir: Path, build_root: Path, series,
         steps: list, progress, guest: Path | None = None,
-        qtests: tuple = ()) -> list:
+        qtests: tuple = (), asan: bool = False) -> list:
     """Run `steps` (a subset of STEPS, in STEPS order); return results.
     `guest` holds the emulated Arm host's kernel and busybox (kvm step)
-    and the UEFI image (qtest step); `qtests` limits the qtest step."""
+    and the UEFI image (qtest step); `qtests` limits the qtest step,
+    `asan` adds its AddressSanitizer runs."""
     build_root = build_root.resolve()
     if "invariants" in steps:
         cparse.gnu_parser_class()    # a broken parser install: exit 2 now
@@ -114,7 +115,7 @@ def run(base: BaseTree, series_dir: Path, build_root: Path, series,
                     result = step_qtest(base, src, patches, builds,
                                         build_root,
                                         guest or default_guest_dir(),
-                                        progress, qtests)
+                                        progress, qtests, asan)
                 else:
                     result = step_kvm(src, patches, builds, build_root,
                                       guest or default_guest_dir(), progress)

@@ -135,11 +135,37 @@ def base_results(base: BaseTree, build_root: Path, tests: tuple,
     return {n: ok for t in tests for n, ok in data[t]["outcomes"].items()}
 
 
+# under AddressSanitizer: the series' own qtests, and test-hmp, which runs
+# every `info` command on every machine (a bad cast shows there)
+ASAN_TESTS = ("test-hmp",)
+
+
+def run_asan(src: Path, build_root: Path, tests: tuple, guest: Path,
+             progress, result: StepResult) -> None:
+    """Build the tip with --enable-asan and run `tests` there; any failure
+    (an ASan report fails the test) fails the step."""
+    asan = qbuild.configure_asan(src, build_root, progress)
+    qbuild.ninja(asan.dir, build_root, [qbuild.BINARY, *targets(tests)],
+                 asan.env, progress)
+    outcomes, seconds, failures = run_tests(asan.dir, tests, guest,
+                                            progress, "asan")
+    for name, ok in sorted(outcomes.items()):
+        asan_name = f"{name} (asan)"
+        if ok:
+            result.passed(asan_name, "passes under AddressSanitizer")
+        else:
+            result.fail(asan_name, "fails under AddressSanitizer\n"
+                        + failures.get(name, ""))
+        result.items[-1].update(base=None, tip=ok)
+    result.figures.update({f"{t} (asan)": s for t, s in seconds.items()})
+
+
 def step_qtest(base: BaseTree, src: Path, patches: list, builds: list,
                build_root: Path, guest: Path, progress,
-               only: tuple = ()) -> StepResult:
+               only: tuple = (), asan: bool = False) -> StepResult:
     """`only`: run just these tests (names from QTESTS, UNIT_TESTS or the
-    series' own)."""
+    series' own); `asan`: also run the series' qtests and test-hmp in an
+    AddressSanitizer build of the tip."""
     result = StepResult("qtest")
     added = tuple(t for t in series_qtests(patches) if not only or t in only)
     tests = tuple(t for t in QTESTS + UNIT_TESTS if not only or t in only)
@@ -176,4 +202,12 @@ def step_qtest(base: BaseTree, src: Path, patches: list, builds: list,
     result.summary = (f"{sum(tip.values())}/{len(tip)} cases pass on the "
                       f"tip; {regressions} regressions, {new} new, "
                       f"{broken_both} fail on the base too")
+    if asan:
+        asan_tests = tuple(t for t in ASAN_TESTS + series_qtests(patches)
+                           if not only or t in only)
+        before = len(result.items)
+        run_asan(src, build_root, asan_tests, guest, progress, result)
+        bad = sum(1 for i in result.items[before:] if not i["ok"])
+        result.summary += (f"; AddressSanitizer: {len(result.items) - before}"
+                           f" cases, {bad} fail")
     return result
