@@ -81,12 +81,14 @@ class CaseResult:
 
 
 def list_cases(build_dir: Path, test: str, env: dict) -> list:
-    """The GTest paths a qtest registers (`-l`)."""
-    proc = subprocess.run([f"tests/qtest/{test}", "-l"], cwd=build_dir,
+    """The GTest paths a qtest (a name in tests/qtest, or a path in the
+    build dir) registers (`-l`)."""
+    binary = test if "/" in test else f"tests/qtest/{test}"
+    proc = subprocess.run([binary, "-l"], cwd=build_dir,
                           env=env, capture_output=True, text=True,
                           errors="replace", timeout=120)
     if proc.returncode != 0:
-        raise ToolError(f"tests/qtest/{test} -l failed (exit "
+        raise ToolError(f"{binary} -l failed (exit "
                         f"{proc.returncode}): {proc.stderr.strip()[-300:]}")
     return [line.strip() for line in proc.stdout.splitlines()
             if line.startswith("/")]
