@@ -163,7 +163,7 @@ def test_missing_anchor_names_the_release(tmp_path):
                          "--out", tmp_path / "old")
     assert bad.returncode == 2
     assert bad.stderr == (
-        "gen-series: error: tests/fixtures/drift-spec.yaml:16: in change "
+        "gen-series: error: tests/fixtures/drift-spec.yaml:15: in change "
         "'note' of patch 'virt-note': hw/arm/virt.c (QEMU 10.0.13): "
         "function 'virt_post_cpus_gic_realized' not found\n")
     assert not (tmp_path / "old").exists()
