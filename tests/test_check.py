@@ -88,7 +88,7 @@ FINALIZE = """    arm_cpu_finalize_features(cpu, errp);
         return false;
     }
 """
-KVM_PATCH = "0008-target-arm-kvm-create-KVM-vCPUs-ahead-of-realize.patch"
+KVM_PATCH = "0009-target-arm-kvm-create-KVM-vCPUs-ahead-of-realize.patch"
 MACHINE_PATCH = "0004-hw-core-machine-add-machine_get_possible_cpu.patch"
 SEEDED = BUILD_ROOT / "seeded-10.2.2"
 
