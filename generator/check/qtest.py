@@ -74,11 +74,11 @@ def _outcomes(result: qtests.CaseResult) -> dict:
 
 
 def run_tests(build_dir: Path, tests: tuple, guest: Path,
-              progress, label: str) -> tuple:
+              progress, label: str, **env_extra) -> tuple:
     """Run `tests` in a built tree: ({test case: passed}, {test: seconds},
     {test case: output tail of a failure})."""
     qtests.provide_firmware(build_dir, guest)
-    env = qtests.qtest_env()
+    env = qtests.qtest_env(**env_extra)
     units = _units(build_dir, tests, env)
     outcomes, seconds, failures = {}, {}, {}
 
@@ -157,8 +157,11 @@ def run_asan(src: Path, build_root: Path, tests: tuple, guest: Path,
     asan = qbuild.configure_asan(src, build_root, progress)
     qbuild.ninja(asan.dir, build_root, [qbuild.BINARY, *targets(tests)],
                  asan.env, progress)
-    outcomes, seconds, failures = run_tests(asan.dir, tests, guest,
-                                            progress, "asan")
+    # Leak checking is off: 26 Aspeed machines of the unpatched release
+    # leak at machine init (vasprintf), which would fail test-hmp there.
+    outcomes, seconds, failures = run_tests(
+        asan.dir, tests, guest, progress, "asan",
+        ASAN_OPTIONS="detect_leaks=0")
     for name, ok in sorted(outcomes.items()):
         asan_name = f"{name} (asan)"
         if ok:
