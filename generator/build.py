@@ -12,6 +12,7 @@ build dir anywhere reuses objects compiled in another.
 
 import hashlib
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -59,7 +60,32 @@ def series_files(series_dir: Path) -> list:
                    if not p.name.startswith("0000-"))
     if not files:
         raise ToolError(f"--series {series_dir}: no NNNN-*.patch files")
+    check_whole(series_dir, files)
     return files
+
+
+SUBJECT_NUMBER = re.compile(r"^Subject: \[[^\]]*?\b(\d+)/(\d+)\]", re.M)
+
+
+def check_whole(series_dir: Path, files: list) -> None:
+    """A series with a patch missing, or whose `[... NN/MM]` subjects (and
+    cover letter) disagree with its files, is not the series that was
+    written: fail naming what is wrong."""
+    numbers = [int(p.name[:4]) for p in files]
+    missing = sorted(set(range(1, max(numbers) + 1)) - set(numbers))
+    if missing or len(set(numbers)) != len(numbers):
+        what = (", ".join(f"{n:04d}" for n in missing) + " missing"
+                if missing else "two patches share a number")
+        raise CheckFailed(f"--series {series_dir}: the series is not whole: "
+                          f"{what}")
+    cover = series_dir / "0000-cover-letter.patch"
+    for path in ([cover] if cover.is_file() else []) + files:
+        head = path.read_text(encoding="utf-8", errors="replace")
+        m = SUBJECT_NUMBER.search(head.split("\n\n", 1)[0])
+        if m and (int(m[1]) != int(path.name[:4]) or int(m[2]) != len(files)):
+            raise CheckFailed(
+                f"--series {series_dir}: {path.name} says {m[1]}/{m[2]}, "
+                f"but it is number {int(path.name[:4])} of {len(files)}")
 
 
 def prepare_source(base: BaseTree, patches: list, build_root: Path,

@@ -4,10 +4,11 @@ built QEMU behaves as the series says.
 The real builds (the `built` fixture in conftest.py) are slow and marked so.
 """
 
+import shutil
 import subprocess
 
 import pytest
-from conftest import PROJECT, make_git_tree, qmp, run_gen_series
+from conftest import PROJECT, make_git_tree, qmp, release_dsc, run_gen_series
 
 
 def test_a_patch_that_does_not_apply_fails_with_its_name(tmp_path):
@@ -83,3 +84,22 @@ def test_default_machine_reports_zero_disabled_and_admin_state(built):
     assert refused["error"]["desc"] == ("Device 'max-arm-cpu': the "
                                         "administrative power state changes "
                                         "only with device-set")
+
+
+@pytest.mark.tree
+@pytest.mark.parametrize("damage, error", [
+    ("remove 0005", "the series is not whole: 0005 missing"),
+    ("remove 0026", "0000-cover-letter.patch says 00/26, but it is number "
+     "0 of 25"),
+])
+def test_a_series_that_is_not_whole_is_named(tmp_path, damage, error):
+    series = tmp_path / "series"
+    shutil.copytree(PROJECT / "patches" / "10.2.2", series)
+    number = damage.split()[1]
+    next(series.glob(f"{number}-*.patch")).unlink()
+    proc = run_gen_series("-q", "check", "--qemu", release_dsc("10.2.2"),
+                          "--series", series, "--only", "apply",
+                          "--build-dir", tmp_path / "build")
+    assert proc.returncode == 1
+    assert proc.stderr.count("\n") == 1 and error in proc.stderr, proc.stderr
+    assert not (tmp_path / "build").exists()
