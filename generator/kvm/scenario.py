@@ -91,6 +91,16 @@ def states(qmp) -> dict:
     return {c["cpu-index"]: c for c in qmp.cmd("query-cpus-power-state")}
 
 
+def wait_until_off(qmp, n: int, timeout: float = 10) -> dict:
+    """vCPU `n`'s query entry once it is powered off (or at the timeout)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        cpu = states(qmp)[n]
+        if cpu["power-state"] == "off" or time.monotonic() > deadline:
+            return cpu
+        time.sleep(0.05)
+
+
 def describe(box: Mailbox, n: int) -> str:
     return (f"vCPU {n}: ran {box.runs(n)} times, last CPU_ON returned "
             f"{box.last_cpu_on(n)}")
@@ -143,7 +153,9 @@ def _drive(qmp, out: Outcome) -> None:
               f"after system_reset (boot {box.boots}): {describe(box, 2)}")
 
     qmp.cmd("device-set", id=VCPU2, **{"admin-power-state": "disabled"})
-    cpu2 = states(qmp)[2]
+    # the power-off is asynchronous work on the vCPU's own thread: under
+    # the emulated host's load it can take a moment to show
+    cpu2 = wait_until_off(qmp, 2)
     box = wait_for(qmp, lambda b: b.last_cpu_on(2) == DENIED)
     runs = box.runs(2)
     later = wait_for(qmp, lambda b: b.sweeps > box.sweeps + 3)
