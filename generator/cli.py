@@ -162,6 +162,19 @@ def add_spec_arguments(parser, what: str) -> None:
                         "with neither, the command stops with exit 2)")
 
 
+def add_build_dir_argument(parser) -> None:
+    parser.add_argument("--build-dir", type=Path, metavar="DIR",
+                        help="work directory, reused between runs (default: "
+                        "~/.cache/gen-series/builds/<release>, shared with "
+                        "`build`)")
+
+
+def add_guest_argument(parser, what: str) -> None:
+    parser.add_argument("--guest", type=Path, metavar="DIR",
+                        help=f"where {what} are (default: $GEN_SERIES_GUEST "
+                        "or ../shared/guest beside the project)")
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gen-series",
@@ -229,12 +242,9 @@ def make_parser() -> argparse.ArgumentParser:
         "against the default tables) for the commit message.  Run it for "
         "each release after a change to the ACPI tables, then `generate`.")
     tbl.add_argument("--qemu", required=True, metavar="PATH", help=qemu_help)
-    tbl.add_argument("--build-dir", type=Path, metavar="DIR",
-                     help="work directory (default: "
-                     "~/.cache/gen-series/builds/<release>)")
-    tbl.add_argument("--guest", type=Path, metavar="DIR",
-                     help="where the QEMU_EFI-*.fd.xz UEFI image is (default: "
-                     "$GEN_SERIES_GUEST or ../shared/guest)")
+    add_build_dir_argument(tbl)
+    add_guest_argument(tbl, "the QEMU_EFI-*.fd.xz UEFI image for "
+                       "bios-tables-test")
     add_spec_arguments(tbl, "the spec")
     tbl.set_defaults(func=cmd_tables)
 
@@ -265,10 +275,7 @@ def make_parser() -> argparse.ArgumentParser:
     chk.add_argument("--series", type=Path, metavar="DIR",
                      help="the series to check (default: generate it from "
                      "the spec first); a series from an older spec works too")
-    chk.add_argument("--build-dir", type=Path, metavar="DIR",
-                     help="work directory, reused between runs (default: "
-                     "~/.cache/gen-series/builds/<release>, shared with "
-                     "`build`)")
+    add_build_dir_argument(chk)
     add_spec_arguments(chk, "the spec whose invariants are checked, and "
                        "that renders the series without --series")
     chk.add_argument("--only", action="append", choices=STEPS,
@@ -278,11 +285,9 @@ def make_parser() -> argparse.ArgumentParser:
                      metavar="STEP", help="skip this step (repeatable)")
     chk.add_argument("--json", type=Path, metavar="FILE",
                      help="also write every step's result as JSON")
-    chk.add_argument("--guest", type=Path, metavar="DIR",
-                     help="the emulated Arm host's Image-*.xz kernel and "
-                     "static busybox-* for the kvm step (default: "
-                     "$GEN_SERIES_GUEST or ../shared/guest beside the "
-                     "project)")
+    add_guest_argument(chk, "the emulated Arm host's Image-*.xz kernel and "
+                       "static busybox-* (kvm step), the QEMU_EFI-*.fd.xz "
+                       "UEFI image (qtest step)")
     chk.add_argument("--qtest", action="append", default=[], metavar="NAME",
                      help="in the qtest step, run only this test "
                      "(repeatable), e.g. test-hmp")

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from generator.errors import ToolError
 from generator.initramfs import unpacked
+from generator.series import write_if_changed
 
 FLASH_SIZE = 64 << 20
 
@@ -35,12 +36,9 @@ ROM_STAND_INS = ("npcm7xx_bootrom.bin", "npcm8xx_bootrom.bin",
                  "vgabios-qxl.bin")
 
 
-def write_if_changed(path: Path, data: bytes) -> None:
-    if not path.is_file() or path.stat().st_size != len(data) or \
-            path.read_bytes() != data:
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_bytes(data)
-        tmp.replace(path)
+def test_binary(test: str) -> str:
+    """A qtest's name in tests/qtest, or already a path in the build dir."""
+    return test if "/" in test else f"tests/qtest/{test}"
 
 
 def provide_firmware(build_dir: Path, guest_dir: Path) -> None:
@@ -83,7 +81,7 @@ class CaseResult:
 def list_cases(build_dir: Path, test: str, env: dict) -> list:
     """The GTest paths a qtest (a name in tests/qtest, or a path in the
     build dir) registers (`-l`)."""
-    binary = test if "/" in test else f"tests/qtest/{test}"
+    binary = test_binary(test)
     proc = subprocess.run([binary, "-l"], cwd=build_dir,
                           env=env, capture_output=True, text=True,
                           errors="replace", timeout=120)
@@ -100,7 +98,7 @@ def run_case(build_dir: Path, test: str, case: str | None, env: dict,
     name in tests/qtest or a path in the build dir.  Each case
     runs alone: glib's assertions abort the whole binary at the first
     failure, which would hide the later cases."""
-    binary = test if "/" in test else f"tests/qtest/{test}"
+    binary = test_binary(test)
     args = [binary, "--tap", "-k"] + \
         (["-p", case] if case else [])
     start = time.monotonic()

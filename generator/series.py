@@ -82,8 +82,14 @@ def validate(series: Series, files: list, applied: list) -> None:
 
 
 def write_if_changed(path: Path, data: bytes) -> None:
-    if not path.exists() or path.read_bytes() != data:
-        path.write_bytes(data)
+    """Write `data` unless `path` holds it already (its mtime kept), through
+    a temporary file so that a reader never sees half of it."""
+    if path.is_file() and path.stat().st_size == len(data) and \
+            path.read_bytes() == data:
+        return
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
 
 
 def copy_source(series: Series, env, change, context: dict) -> Path:

@@ -24,7 +24,12 @@ from generator.errors import CheckFailed, ToolError
 from generator.model import Series
 from generator.qemutree import BaseTree
 from generator.render import make_env
-from generator.series import copy_source, generate, template_context
+from generator.series import (
+    copy_source,
+    generate,
+    template_context,
+    write_if_changed,
+)
 
 TABLE_FILE = re.compile(r"^tests/data/acpi/(?P<arch>[^/]+)/(?P<machine>[^/]+)"
                         r"/(?P<table>[A-Z0-9]{4})\.(?P<variant>[\w-]+)$")
@@ -115,10 +120,10 @@ def rebuild(series: Series, base: BaseTree, build_root: Path,
             for file, source in tables:
                 data = (src / file).read_bytes()
                 source.parent.mkdir(parents=True, exist_ok=True)
-                qtests.write_if_changed(source, data)
+                write_if_changed(source, data)
                 written.append(source)
             diff = tables[0][1].parent / ASL_DIFF
-            qtests.write_if_changed(
+            write_if_changed(
                 diff, asl_diff(src, [f for f, _ in tables]).encode())
             written.append(diff)
     finally:
