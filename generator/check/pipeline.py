@@ -21,10 +21,13 @@ from generator.kvm.nested import default_guest_dir
 from generator.qemutree import BaseTree
 
 
-def _builds(src: Path, build_root: Path, progress) -> list:
-    """The native build, and the aarch64 cross build when its toolchain is
-    installed (the Arm KVM code compiles only there)."""
+def _builds(src: Path, build_root: Path, progress, cross: bool) -> list:
+    """The native build, and the aarch64 cross build when a step compiles
+    there (bisect, invariants) and its toolchain is installed (the Arm KVM
+    code compiles only there)."""
     builds = [qbuild.configure_native(src, build_root, progress)]
+    if not cross:
+        return builds
     if qbuild.cross_available():
         builds.append(qbuild.configure_cross(src, build_root, progress))
     else:
@@ -98,7 +101,9 @@ def run(base: BaseTree, series_dir: Path, build_root: Path, series,
             result = StepResult(name, ok=False,
                                 summary="not run: the series does not apply")
         else:
-            builds = builds or _builds(src, build_root, progress)
+            builds = builds or _builds(
+                src, build_root, progress,
+                cross="bisect" in steps or "invariants" in steps)
             if name == "bisect":
                 result = step_bisect(src, base.commit, patches, builds,
                                      build_root, progress)
