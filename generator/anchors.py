@@ -13,16 +13,31 @@ edit actions use.
 
 import re
 from dataclasses import dataclass
-from functools import lru_cache
 
-import tree_sitter
-import tree_sitter_c
+from generator.csyntax import declared_name, is_c, parse, scope_nodes, walk
+from generator.source import SourceInfo
 
-from generator.model import Anchor
+# Where an anchor's scope may be: key in the spec -> what it names.
+SCOPE_KINDS = ("function", "struct", "enum", "declaration", "qapi")
 
-C_SUFFIXES = (".c", ".h", ".inc", ".c.inc", ".h.inc")
 BODY_TYPES = ("compound_statement", "field_declaration_list",
               "enumerator_list", "initializer_list")
+
+
+@dataclass(frozen=True)
+class Anchor:
+    scope_kind: str | None      # one of SCOPE_KINDS, or None for the whole file
+    scope_name: str | None
+    match: re.Pattern | None    # a unique match inside the scope
+    info: SourceInfo
+
+    def describe(self) -> str:
+        parts = []
+        if self.scope_kind:
+            parts.append(f"{self.scope_kind} '{self.scope_name}'")
+        if self.match is not None:
+            parts.append(f"match /{self.match.pattern}/")
+        return " ".join(parts)
 
 
 class NotFound(Exception):
@@ -36,59 +51,6 @@ class Region:
     body: tuple | None = None   # (first line inside braces, line of '}')
     node: object = None         # the tree-sitter node, for C scopes
     span: tuple | None = None   # (start, end) offsets of the text matched
-
-
-@lru_cache(maxsize=1)
-def _parser() -> tree_sitter.Parser:
-    return tree_sitter.Parser(tree_sitter.Language(tree_sitter_c.language()))
-
-
-def is_c(path: str) -> bool:
-    return path.endswith(C_SUFFIXES)
-
-
-def _walk(node):
-    stack = [node]
-    while stack:
-        n = stack.pop()
-        yield n
-        stack.extend(reversed(n.children))
-
-
-def _declared_name(declarator):
-    """The identifier a (possibly nested) declarator declares."""
-    while declarator is not None:
-        if declarator.type in ("identifier", "type_identifier",
-                               "field_identifier"):
-            return declarator.text.decode()
-        declarator = declarator.child_by_field_name("declarator")
-    return None
-
-
-def _scope_nodes(root, kind: str, name: str):
-    for n in _walk(root):
-        if kind == "function" and n.type == "function_definition":
-            if _declared_name(n.child_by_field_name("declarator")) == name:
-                yield n
-        elif kind in ("struct", "enum") and n.type == f"{kind}_specifier":
-            if n.child_by_field_name("body") is None:
-                continue
-            tag = n.child_by_field_name("name")
-            parent = n.parent
-            if tag is not None and tag.text.decode() == name:
-                yield parent if parent.type in ("declaration",
-                                                "type_definition") else n
-            elif parent.type == "type_definition" and any(
-                    _declared_name(d) == name
-                    for d in parent.children_by_field_name("declarator")):
-                yield parent
-        elif kind == "declaration" and n.type == "declaration" and \
-                n.parent.type in ("translation_unit", "preproc_if",
-                                  "preproc_ifdef", "preproc_else",
-                                  "linkage_specification"):
-            if any(_declared_name(d) == name
-                   for d in n.children_by_field_name("declarator")):
-                yield n
 
 
 def _leading_comment_start(lines: list, first: int) -> int:
@@ -111,7 +73,7 @@ def _body_of(node):
     body = node.child_by_field_name("body")
     if body is not None and body.type in BODY_TYPES:
         return body
-    for n in _walk(node):
+    for n in walk(node):
         if n is not node and n.type in BODY_TYPES:
             return n
     return None
@@ -163,13 +125,13 @@ def _statement_around(node, scope):
 def resolve(text: str, path: str, anchor: Anchor) -> Region:
     """The lines `anchor` designates in `text` (the contents of `path`)."""
     lines = text.splitlines(keepends=True)
-    tree = _parser().parse(text.encode()) if is_c(path) else None
+    tree = parse(text) if is_c(path) else None
     if anchor.scope_kind == "qapi":
         scope = _qapi_region(lines, anchor.scope_name)
     elif anchor.scope_kind:
         if tree is None:
             raise NotFound(f"a {anchor.scope_kind} scope needs a C file")
-        nodes = list(_scope_nodes(tree.root_node, anchor.scope_kind,
+        nodes = list(scope_nodes(tree.root_node, anchor.scope_kind,
                                   anchor.scope_name))
         if not nodes:
             raise NotFound(f"{anchor.scope_kind} '{anchor.scope_name}' "

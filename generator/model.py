@@ -19,12 +19,11 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from generator.anchors import SCOPE_KINDS, Anchor
 from generator.errors import SpecError, ToolError
+from generator.render import make_env, render_string
 from generator.source import SourceInfo, display_path
 from generator.specload import Node, load_yaml
-
-# Where an anchor's scope may be: key in the spec -> what it names.
-SCOPE_KINDS = ("function", "struct", "enum", "declaration", "qapi")
 
 # action -> (needs anchor, needs template); `copy-file` needs a `source`
 ACTIONS = {
@@ -39,23 +38,17 @@ ACTIONS = {
     "copy-file": (False, False),
 }
 
+# invariant kind -> (required, optional) parameters; the checkers are
+# check/invariants.py's CHECKERS
+INVARIANT_KINDS = {
+    "call-order": (("file", "function", "first", "then"), ()),
+    "calls-checked": (("file", "function", "calls"), ()),
+    "call-after-diversion": (("file", "function", "call", "diverted-to"), ()),
+    "declarations-defined-and-documented": ((), ("undocumented",)),
+    "added-functions-used": ((), ()),
+}
+
 ID_RE = re.compile(r"^[a-z][a-z0-9-]*$")
-
-
-@dataclass(frozen=True)
-class Anchor:
-    scope_kind: str | None      # one of SCOPE_KINDS, or None for the whole file
-    scope_name: str | None
-    match: re.Pattern | None    # a unique match inside the scope
-    info: SourceInfo
-
-    def describe(self) -> str:
-        parts = []
-        if self.scope_kind:
-            parts.append(f"{self.scope_kind} '{self.scope_name}'")
-        if self.match is not None:
-            parts.append(f"match /{self.match.pattern}/")
-        return " ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -371,36 +364,28 @@ def _check_series_meta(node) -> dict:
                 cover_body=_str(cover, "body").rstrip("\n"))
 
 
-def _check_invariant(node, params: dict, seen: dict) -> Invariant:
-    from jinja2 import Environment, StrictUndefined, TemplateError
-
-    from generator.check.invariants import KINDS
-
+def _check_invariant(node, params: dict, seen: dict, env) -> Invariant:
     if isinstance(node, Node) and isinstance(node.get("id"), str):
         _in(node, f"invariant '{node['id']}'")
     if not isinstance(node, Node):
         raise SpecError("an invariant must be a mapping", _info_of(node))
     ident = _check_id(node, "id", seen, "invariant")
     kind = _str(node, "kind")
-    if kind not in KINDS:
+    if kind not in INVARIANT_KINDS:
         raise SpecError(f"unknown invariant kind '{kind}'; valid kinds are "
-                        + ", ".join(f"'{k}'" for k in KINDS),
+                        + ", ".join(f"'{k}'" for k in INVARIANT_KINDS),
                         node.key_info["kind"].at(item=node.info.item))
-    _, required, optional = KINDS[kind]
+    required, optional = INVARIANT_KINDS[kind]
     _check_keys(node, f"a '{kind}' invariant", ("id", "kind") + required,
                 optional)
-    env = Environment(undefined=StrictUndefined)
     values = {}
     for key in required + tuple(k for k in optional if k in node):
         value = node[key]
-        try:
-            if isinstance(value, str):
-                value = env.from_string(value).render(**params)
-            elif isinstance(value, list):
-                value = [env.from_string(v).render(**params) for v in value]
-        except TemplateError as e:
-            raise SpecError(f"'{key}': {e}",
-                            node.key_info[key].at(item=node.info.item))
+        at = node.key_info[key].at(item=node.info.item)
+        if isinstance(value, str):
+            value = render_string(env, value, params, at)
+        elif isinstance(value, list):
+            value = [render_string(env, v, params, at) for v in value]
         values[key] = value
     return Invariant(ident, kind, values.get("file"), values, node.info)
 
@@ -441,7 +426,8 @@ def load_series(path: Path, templates: Path | None = None) -> Series:
                                  seen_changes) for p in raw_patches)
     params = _check_params(top, "params")
     seen_invariants = {}
-    invariants = tuple(_check_invariant(i, params, seen_invariants)
+    env = make_env(templates)
+    invariants = tuple(_check_invariant(i, params, seen_invariants, env)
                        for i in raw_invariants)
     return Series(params=params, probes=probes, patches=patches,
                   templates=templates, invariants=invariants,

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from pycparser import c_ast
 
-from generator import anchors
+from generator import csyntax
 from generator.errors import ToolError
 
 # pycparserext reaches into pycparser's private parser methods, so each of
@@ -149,7 +149,7 @@ def gnu_parser_class():
 
 def _type_names(node) -> set:
     names = set()
-    for n in anchors._walk(node):
+    for n in csyntax.walk(node):
         if n.type in ("type_identifier", "primitive_type"):
             names.add(n.text.decode())
     return names - C_TYPE_KEYWORDS
@@ -164,8 +164,8 @@ def parse_function(build_dirs: list, rel_path: str,
                    name: str) -> c_ast.FuncDef:
     """pycparser's AST of function `name` in `rel_path` (preprocessed)."""
     text = _preprocessed(tuple(map(str, build_dirs)), rel_path)
-    tree = anchors._parser().parse(text.encode())
-    nodes = list(anchors._scope_nodes(tree.root_node, "function", name))
+    nodes = list(csyntax.scope_nodes(csyntax.parse(text).root_node,
+                                     "function", name))
     if not nodes:
         raise ParseFailed(f"function {name} is not in {rel_path}")
     node = nodes[0]

@@ -5,7 +5,8 @@ Function-level kinds read pycparser's AST of the real, preprocessed
 function (cparse.py); series-level kinds read the series' own diffs and the
 patched tree.  A checker returns a list of violations; each names the
 patch, the file and the function.  A new invariant is a spec entry; a new
-kind is one function here and one line in KINDS.
+kind is one function here, one line in CHECKERS and its parameters in
+model.INVARIANT_KINDS.
 """
 
 import re
@@ -16,7 +17,7 @@ from pathlib import Path
 import unidiff
 from pycparser import c_ast
 
-from generator import anchors
+from generator import csyntax
 from generator.check import cparse
 
 
@@ -203,28 +204,6 @@ def _show(ctx, sha: str, path: str) -> str:
     return ctx.git("show", f"{sha}:{path}")
 
 
-def _definitions(text: str, path: str):
-    """(name, first line, node) of every function defined in `text`."""
-    tree = anchors._parser().parse(text.encode())
-    for n in anchors._walk(tree.root_node):
-        if n.type == "function_definition":
-            name = anchors._declared_name(n.child_by_field_name("declarator"))
-            decl = n.child_by_field_name("declarator")
-            yield name, decl.start_point[0] + 1, n
-
-
-def _prototypes(text: str):
-    tree = anchors._parser().parse(text.encode())
-    for n in anchors._walk(tree.root_node):
-        if n.type == "declaration":
-            for d in n.children_by_field_name("declarator"):
-                inner = d
-                while inner is not None and inner.type == "pointer_declarator":
-                    inner = inner.child_by_field_name("declarator")
-                if inner is not None and inner.type == "function_declarator":
-                    yield anchors._declared_name(inner), n
-
-
 def _tree_definitions(ctx, name: str) -> list:
     """Where `name` is defined in the patched tree, stubs and static
     inlines in headers left out (they are the other configurations)."""
@@ -232,7 +211,7 @@ def _tree_definitions(ctx, name: str) -> list:
     files = ctx.git("grep", "-l", "-w", name, "--", "*.c", "*.h").split()
     for path in files:
         text = (ctx.src / path).read_text(errors="replace")
-        for fname, line, node in _definitions(text, path):
+        for fname, line, node in csyntax.function_definitions(text):
             if fname != name:
                 continue
             is_stub = "stub" in path
@@ -255,7 +234,7 @@ def check_declarations_defined_and_documented(ctx, inv) -> list:
                 continue
             text = _show(ctx, sha, path)
             file_lines = text.splitlines()
-            for name, node in _prototypes(text):
+            for name, node in csyntax.function_prototypes(text):
                 first = node.start_point[0] + 1
                 if first not in lines:
                     continue
@@ -281,7 +260,7 @@ def check_added_functions_used(ctx, inv) -> list:
         for path, lines in _added_lines(ctx, sha).items():
             if not path.endswith((".c", ".h")):
                 continue
-            for name, line, _ in _definitions(_show(ctx, sha, path), path):
+            for name, line, _ in csyntax.function_definitions(_show(ctx, sha, path)):
                 if line not in lines or name is None or name == "main":
                     continue
                 if not _referenced(ctx, name):
@@ -304,10 +283,10 @@ def _referenced(ctx, name: str) -> bool:
             continue
         if path not in skip:
             src = (ctx.src / path).read_text(errors="replace")
-            own = {line for fname, line, _ in _definitions(src, path)
+            own = {line for fname, line, _ in csyntax.function_definitions(src)
                    if fname == name}
             own |= {node.start_point[0] + 1 for pname, node in
-                    _prototypes(src) if pname == name}
+                    csyntax.function_prototypes(src) if pname == name}
             skip[path] = own
         if int(lineno) not in skip[path]:
             return True
@@ -315,23 +294,21 @@ def _referenced(ctx, name: str) -> bool:
 
 
 # kind -> (checker, required parameters, optional parameters)
-KINDS = {
-    "call-order": (check_call_order, ("file", "function", "first", "then"),
-                   ()),
-    "calls-checked": (check_calls_checked, ("file", "function", "calls"),
-                      ()),
-    "call-after-diversion": (check_call_after_diversion,
-                             ("file", "function", "call", "diverted-to"),
-                             ()),
-    "declarations-defined-and-documented": (
-        check_declarations_defined_and_documented, (), ("undocumented",)),
-    "added-functions-used": (check_added_functions_used, (), ()),
+# kind -> its checker; the parameters each kind takes are the spec's
+# (model.INVARIANT_KINDS)
+CHECKERS = {
+    "call-order": check_call_order,
+    "calls-checked": check_calls_checked,
+    "call-after-diversion": check_call_after_diversion,
+    "declarations-defined-and-documented":
+        check_declarations_defined_and_documented,
+    "added-functions-used": check_added_functions_used,
 }
 
 
 def evaluate(ctx, inv) -> list:
     """Violations of one invariant, each naming patch, file and function."""
-    checker = KINDS[inv.kind][0]
+    checker = CHECKERS[inv.kind]
     try:
         problems = checker(ctx, inv)
     except cparse.ParseFailed as e:

@@ -1,0 +1,108 @@
+"""C syntax trees (tree-sitter-c): the one parser every module shares.
+
+`parse()` keeps the trees of the texts seen last, so that the probes, the
+edits and the checks of one run parse each file's text once.
+"""
+
+from collections import OrderedDict
+from collections.abc import Iterator
+from functools import lru_cache
+
+import tree_sitter
+import tree_sitter_c
+
+C_SUFFIXES = (".c", ".h", ".inc", ".c.inc", ".h.inc")
+
+_TREES: "OrderedDict[str, tree_sitter.Tree]" = OrderedDict()
+_TREES_KEPT = 16
+
+
+@lru_cache(maxsize=1)
+def _parser() -> tree_sitter.Parser:
+    return tree_sitter.Parser(tree_sitter.Language(tree_sitter_c.language()))
+
+
+def is_c(path: str) -> bool:
+    return path.endswith(C_SUFFIXES)
+
+
+def parse(text: str) -> tree_sitter.Tree:
+    """The syntax tree of `text` (shared: do not edit it)."""
+    tree = _TREES.get(text)
+    if tree is None:
+        tree = _parser().parse(text.encode())
+        _TREES[text] = tree
+        if len(_TREES) > _TREES_KEPT:
+            _TREES.popitem(last=False)
+    else:
+        _TREES.move_to_end(text)
+    return tree
+
+
+def walk(node: tree_sitter.Node) -> Iterator[tree_sitter.Node]:
+    """`node` and every node below it, in source order."""
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        yield n
+        stack.extend(reversed(n.children))
+
+
+def declared_name(declarator: tree_sitter.Node | None) -> str | None:
+    """The identifier a (possibly nested) declarator declares."""
+    while declarator is not None:
+        if declarator.type in ("identifier", "type_identifier",
+                               "field_identifier"):
+            return declarator.text.decode()
+        declarator = declarator.child_by_field_name("declarator")
+    return None
+
+
+def scope_nodes(root: tree_sitter.Node, kind: str,
+                name: str) -> Iterator[tree_sitter.Node]:
+    """The definitions of `name` below `root`: kind is function, struct,
+    enum or (file-scope) declaration."""
+    for n in walk(root):
+        if kind == "function" and n.type == "function_definition":
+            if declared_name(n.child_by_field_name("declarator")) == name:
+                yield n
+        elif kind in ("struct", "enum") and n.type == f"{kind}_specifier":
+            if n.child_by_field_name("body") is None:
+                continue
+            tag = n.child_by_field_name("name")
+            parent = n.parent
+            if tag is not None and tag.text.decode() == name:
+                yield parent if parent.type in ("declaration",
+                                                "type_definition") else n
+            elif parent.type == "type_definition" and any(
+                    declared_name(d) == name
+                    for d in parent.children_by_field_name("declarator")):
+                yield parent
+        elif kind == "declaration" and n.type == "declaration" and \
+                n.parent.type in ("translation_unit", "preproc_if",
+                                  "preproc_ifdef", "preproc_else",
+                                  "linkage_specification"):
+            if any(declared_name(d) == name
+                   for d in n.children_by_field_name("declarator")):
+                yield n
+
+
+def function_definitions(text: str) -> Iterator[tuple[str, int, tree_sitter.Node]]:
+    """(name, line of its declarator (1-based), node) of every function
+    defined in `text`."""
+    for n in walk(parse(text).root_node):
+        if n.type == "function_definition":
+            decl = n.child_by_field_name("declarator")
+            yield declared_name(decl), decl.start_point[0] + 1, n
+
+
+def function_prototypes(text: str) -> Iterator[tuple[str, tree_sitter.Node]]:
+    """(name, declaration node) of every function prototype in `text`."""
+    for n in walk(parse(text).root_node):
+        if n.type == "declaration":
+            for d in n.children_by_field_name("declarator"):
+                inner = d
+                while inner is not None and inner.type == "pointer_declarator":
+                    inner = inner.child_by_field_name("declarator")
+                if inner is not None and inner.type == "function_declarator":
+                    yield declared_name(inner), n

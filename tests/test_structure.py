@@ -1,0 +1,137 @@
+"""The package's shape: imports flow one way, git is spoken in one module,
+templates avoid Jinja's `{{0}}` trap."""
+
+import ast
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import PROJECT, make_git_tree
+
+PACKAGE = PROJECT / "generator"
+MINI_SPEC = PROJECT / "tests" / "fixtures" / "mini-spec.yaml"
+MINI_TEMPLATES = PROJECT / "tests" / "spec-errors" / "templates"
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PROJECT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def imports_of(name: str) -> set:
+    """The generator modules `name` imports, at any depth of its code
+    (a lazy import inside a function counts: it only hides a cycle)."""
+    found = set()
+    for node in ast.walk(ast.parse(MODULES[name].read_text())):
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            base = node.module
+            targets = [f"{base}.{a.name}" for a in node.names] + [base]
+        else:
+            continue
+        for target in targets:
+            # `from generator import anchors` names a module; a class
+            # imported from one names that module
+            while target and target not in MODULES:
+                target = target.rpartition(".")[0]
+            if target and target != name and \
+                    not name.startswith(target + "."):
+                found.add(target)
+    return found - {"generator"}
+
+
+def test_imports_have_no_cycle():
+    graph = {name: imports_of(name) for name in MODULES}
+    state = {}
+
+    def visit(name, path):
+        if state.get(name) == "done":
+            return
+        if state.get(name) == "open":
+            cycle = path[path.index(name):] + [name]
+            raise AssertionError("import cycle: " + " -> ".join(cycle))
+        state[name] = "open"
+        for dep in sorted(graph[name]):
+            visit(dep, path + [name])
+        state[name] = "done"
+
+    for name in graph:
+        visit(name, [])
+
+
+def test_the_cycle_finder_finds_one(monkeypatch):
+    real = imports_of
+    monkeypatch.setitem(globals(), "imports_of", lambda name: real(name) | (
+        {"generator.model"} if name == "generator.csyntax" else set()))
+    try:
+        test_imports_have_no_cycle()
+    except AssertionError as e:
+        assert "generator.csyntax" in str(e)
+    else:
+        raise AssertionError("a planted cycle was not found")
+
+
+def test_every_module_imports_alone():
+    code = ("import importlib, sys\n"
+            "importlib.import_module(sys.argv[1])\n")
+    for name in MODULES:
+        if name.endswith("__main__"):
+            continue
+        proc = subprocess.run([sys.executable, "-c", code, name],
+                              cwd=PROJECT, capture_output=True, text=True)
+        assert proc.returncode == 0, f"{name}: {proc.stderr}"
+
+
+def test_generate_does_not_need_pycparser(tmp_path):
+    """`generate` works with pycparser (a `check` dependency) unimportable."""
+    qemu = make_git_tree(PROJECT / "tests" / "fixtures" / "minitree",
+                         tmp_path / "qemu")
+    code = ("import sys\n"
+            "sys.modules['pycparser'] = None\n"
+            "sys.modules['pycparserext'] = None\n"
+            "from generator.cli import main\n"
+            "sys.exit(main(sys.argv[1:]))\n")
+    proc = subprocess.run(
+        [sys.executable, "-c", code, "-q", "generate", "--spec", MINI_SPEC,
+         "--templates", MINI_TEMPLATES, "--qemu", qemu,
+         "--out", tmp_path / "out"],
+        cwd=PROJECT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert len(list((tmp_path / "out").glob("*.patch"))) == 3
+
+
+def test_git_is_spoken_only_in_gitops():
+    offenders = []
+    for name, path in MODULES.items():
+        if name == "generator.gitops":
+            continue
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            if re.search(r"\brepo\.git\.|\bgit\.(Repo|Git)\b|^import git$|"
+                         r"\[\s*[\"']git[\"']", line):
+                offenders.append(f"{path.relative_to(PROJECT)}:{n}: "
+                                 f"{line.strip()}")
+    assert not offenders, "\n".join(offenders)
+
+
+def test_templates_avoid_the_double_brace_trap():
+    """`{{0}}` in C renders as `0`: Jinja reads it as an expression."""
+    trap = re.compile(r"\{\{(?!-?\s*[A-Za-z_(\"'])")
+    for root in (PROJECT / "templates", MINI_TEMPLATES):
+        for path in root.rglob("*"):
+            if not path.is_file() or path.suffix in (".dat", ".dsl"):
+                continue
+            try:
+                text = path.read_text(encoding="utf-8")
+            except UnicodeDecodeError:
+                continue
+            raw = re.sub(r"\{%-?\s*raw\s*-?%\}.*?\{%-?\s*endraw\s*-?%\}", "",
+                         text, flags=re.S)
+            for m in trap.finditer(raw):
+                line = raw.count("\n", 0, m.start()) + 1
+                raise AssertionError(f"{path.relative_to(PROJECT)}:{line}: "
+                                     "'{{' not followed by a name")
