@@ -14,7 +14,7 @@ edit actions use.
 import re
 from dataclasses import dataclass
 
-from generator.csyntax import declared_name, is_c, parse, scope_nodes, walk
+from generator.csyntax import is_c, parse, scope_nodes, walk
 from generator.source import SourceInfo
 
 # Where an anchor's scope may be: key in the spec -> what it names.

@@ -106,7 +106,7 @@ def prepare_source(base: BaseTree, patches: list, build_root: Path,
     # rebuilds what changed since (re-applying would touch every file).
     stamp = src / ".git" / STAMP
     if stamp.is_file() and stamp.read_text() == series_stamp(base, patches) \
-            and not repo.git.status("--porcelain", "--untracked-files=no"):
+            and gitops.is_clean(repo):
         progress(f"series already applied in {src}")
         return src
     for n, (patch, error) in enumerate(apply_one_by_one(src, base.commit,
@@ -124,21 +124,14 @@ def apply_one_by_one(src: Path, base: str, patches: list):
     and stopping at the first that does not apply."""
     repo = gitops.open_repo(src)
     (src / ".git" / STAMP).unlink(missing_ok=True)
-    if (src / ".git" / "rebase-apply").exists():
-        repo.git.am("--abort")
-    repo.git.checkout("-q", "-f", "--detach", base)
-    repo.git.clean("-q", "-f", "-d", "-x", *(f"--exclude=/{d.name}/"
-                                              for d in BUILD_DIRS))
-    # a fixed committer keeps the commits, and so `git log -L`, stable
-    with repo.git.custom_environment(**gitops.identity_env(
-            "%s <%s>" % gitops.BASE_IDENTITY, gitops.BASE_DATE)):
-        for patch in patches:
-            try:
-                gitops.am(repo, patch)
-            except CheckFailed as e:
-                yield patch, e.msg
-                return
-            yield patch, None
+    gitops.reset_hard(repo, base, keep=tuple(d.name for d in BUILD_DIRS))
+    for patch in patches:
+        try:
+            gitops.am(repo, patch)
+        except CheckFailed as e:
+            yield patch, e.msg
+            return
+        yield patch, None
 
 
 def series_stamp(base: BaseTree, patches: list) -> str:

@@ -1,7 +1,10 @@
-"""A thin GitPython layer: scratch clones, fixed-date commits, am.
+"""The one git layer (GitPython): scratch clones, fixed-date commits,
+format-patch, am, and the few queries the checks make.
 
 Git runs with the user's global and system config ignored, so that nobody's
-diff.algorithm or format.* settings change the patches we write.
+diff.algorithm or format.* settings change the patches we write.  A git
+failure leaves this module as a ToolError (or CheckFailed, for `git am`)
+naming the repository and what git said, never as GitCommandError.
 """
 
 import os
@@ -21,6 +24,18 @@ GIT_ENV = {
 }
 BASE_IDENTITY = ("gen-series", "gen-series@localhost")
 BASE_DATE = "2000-01-01T00:00:00+00:00"
+
+
+def _run(repo: git.Repo, command: str, *args, env: dict | None = None,
+         **kwargs) -> str:
+    """`git COMMAND ARGS` in `repo`; its stdout, or a ToolError."""
+    try:
+        with repo.git.custom_environment(**(env or {})):
+            return getattr(repo.git, command.replace("-", "_"))(*args,
+                                                                **kwargs)
+    except git.GitCommandError as e:
+        raise ToolError(f"git {command} in {repo.working_dir}: "
+                        f"{git_message(e)}")
 
 
 def open_repo(path: Path) -> git.Repo:
@@ -122,12 +137,73 @@ def git_message(e: git.GitCommandError) -> str:
 
 
 def am(repo: git.Repo, patch: Path) -> None:
-    """Apply one patch with `git am`; on failure abort and raise."""
+    """Apply one patch with `git am` (committed by base_committer_env());
+    on failure abort and raise CheckFailed."""
     try:
-        repo.git.am("-q", "--3way", "--keep-cr", str(Path(patch).resolve()))
+        with repo.git.custom_environment(**base_committer_env()):
+            repo.git.am("-q", "--3way", "--keep-cr",
+                        str(Path(patch).resolve()))
     except git.GitCommandError as e:
         try:
             repo.git.am("--abort")
         except git.GitCommandError:
             pass
         raise CheckFailed(f"{patch.name} does not apply:\n{git_message(e)}")
+
+
+def base_committer_env() -> dict:
+    """A fixed committer and date, which keep the commits `git am` makes
+    (and so `git log -L`) stable."""
+    return identity_env("%s <%s>" % BASE_IDENTITY, BASE_DATE)
+
+
+def is_clean(repo: git.Repo) -> bool:
+    """No tracked file differs from HEAD (untracked ones do not count)."""
+    return not _run(repo, "status", "--porcelain", "--untracked-files=no")
+
+
+def reset_hard(repo: git.Repo, commit: str, keep: tuple = ()) -> None:
+    """Check out `commit` detached, dropping every change and untracked file
+    but the top-level directories in `keep` (e.g. build dirs)."""
+    if (Path(repo.git_dir) / "rebase-apply").exists():
+        _run(repo, "am", "--abort")
+    _run(repo, "checkout", "-q", "-f", "--detach", commit)
+    _run(repo, "clean", "-q", "-f", "-d", "-x",
+         *(f"--exclude=/{d}/" for d in keep))
+
+
+def restore(repo: git.Repo, path: str) -> None:
+    """`path` (a file or directory) as HEAD has it, untracked files gone."""
+    _run(repo, "checkout", "-q", "--", path)
+    _run(repo, "clean", "-q", "-f", "--", path)
+
+
+def format_patch(repo: git.Repo, base: str, out: Path, author: str,
+                 date: str, subject_prefix: str) -> list:
+    """`git format-patch --cover-letter --base` of base..HEAD into `out`,
+    byte-stable: fixed identity and date, zero From line, no signature."""
+    _run(repo, "format-patch", f"{base}..HEAD", o=str(out),
+         cover_letter=True, base=base, zero_commit=True, no_signature=True,
+         numbered=True, subject_prefix=subject_prefix, abbrev=12,
+         env=identity_env(author, date))
+    return sorted(Path(out).iterdir())
+
+
+def commits_since(repo: git.Repo, base: str) -> list:
+    """The commits of base..HEAD, oldest first."""
+    return _run(repo, "log", "--reverse", "--format=%H",
+                f"{base}..HEAD").split()
+
+
+def read(path: Path, *args, ok_codes: tuple = (0,)) -> str:
+    """The output of a read-only git command in the work tree at `path`
+    (`git grep` exits 1 when nothing matches: pass ok_codes=(0, 1))."""
+    repo = open_repo(path)
+    try:
+        out = repo.git.execute(["git", *args], stdout_as_string=False,
+                               strip_newline_in_stdout=False)
+    except git.GitCommandError as e:
+        if e.status in ok_codes:
+            return ""       # e.g. git grep's "no match"
+        raise ToolError(f"git {args[0]} in {path}: {git_message(e)}")
+    return out.decode("utf-8", errors="replace")

@@ -156,14 +156,8 @@ def generate(series: Series, base: BaseTree, out: Path,
             applied.append((patch, changed))
 
         staged = tmp / "out"
-        with repo.git.custom_environment(
-                **gitops.identity_env(series.author, series.date)):
-            repo.git.format_patch(
-                f"{base.commit}..HEAD", o=str(staged), cover_letter=True,
-                base=base.commit, zero_commit=True, no_signature=True,
-                numbered=True, subject_prefix=subject_prefix(series),
-                abbrev=12)
-        files = sorted(staged.iterdir())
+        files = gitops.format_patch(repo, base.commit, staged, series.author,
+                                    series.date, subject_prefix(series))
         _fill_cover_letter(files[0], series)
         validate(series, files[1:], applied)
 

@@ -128,7 +128,5 @@ def rebuild(series: Series, base: BaseTree, build_root: Path,
             written.append(diff)
     finally:
         # rebuild mode wrote into the clone; leave it as `build` made it
-        repo = gitops.open_repo(src)
-        repo.git.checkout("-q", "--", "tests/data/acpi")
-        repo.git.clean("-q", "-f", "--", "tests/data/acpi")
+        gitops.restore(gitops.open_repo(src), "tests/data/acpi")
     return written

@@ -10,14 +10,13 @@ model.INVARIANT_KINDS.
 """
 
 import re
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 import unidiff
 from pycparser import c_ast
 
-from generator import csyntax
+from generator import csyntax, gitops
 from generator.check import cparse
 
 
@@ -28,14 +27,14 @@ class Context:
     commits: list           # [(patch file name, commit sha)] in order
     base: str
 
-    def git(self, *args) -> str:
-        return subprocess.run(["git", *args], cwd=self.src,
-                              capture_output=True, text=True).stdout
+    def git(self, *args, ok_codes=(0,)) -> str:
+        return gitops.read(self.src, *args, ok_codes=ok_codes)
 
     def patch_touching(self, path: str, function: str) -> str:
         """The last patch of the series that changed `function`."""
+        # git exits 128 when no commit of the range has the function
         out = self.git("log", "--format=%H", f"-L:{function}:{path}",
-                       "--no-patch", f"{self.base}..HEAD")
+                       "--no-patch", f"{self.base}..HEAD", ok_codes=(0, 128))
         shas = [line for line in out.splitlines() if re.match(r"^[0-9a-f]{40}$",
                                                               line)]
         names = {sha: name for name, sha in self.commits}
@@ -208,7 +207,8 @@ def _tree_definitions(ctx, name: str) -> list:
     """Where `name` is defined in the patched tree, stubs and static
     inlines in headers left out (they are the other configurations)."""
     out = []
-    files = ctx.git("grep", "-l", "-w", name, "--", "*.c", "*.h").split()
+    files = ctx.git("grep", "-l", "-w", name, "--", "*.c", "*.h",
+                    ok_codes=(0, 1)).split()
     for path in files:
         text = (ctx.src / path).read_text(errors="replace")
         for fname, line, node in csyntax.function_definitions(text):
@@ -274,7 +274,7 @@ def _referenced(ctx, name: str) -> bool:
     comments?"""
     # .hx files hold the monitor's command tables (.cmd = hmp_...)
     out = ctx.git("grep", "-n", "-w", name, "--", "*.c", "*.h", "*.inc",
-                  "*.hx")
+                  "*.hx", ok_codes=(0, 1))
     skip = {}
     for hit in out.splitlines():
         path, lineno, text = hit.split(":", 2)

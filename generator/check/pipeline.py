@@ -53,8 +53,7 @@ def _ensure_tip(src, base, patches, builds, build_root, progress) -> None:
 
 def step_invariants(series, src, base, patches, builds, progress):
     result = StepResult("invariants")
-    shas = gitops.open_repo(src).git.log(
-        "--reverse", "--format=%H", f"{base}..HEAD").split()
+    shas = gitops.commits_since(gitops.open_repo(src), base)
     ctx = inv_lib.Context(src, [b.dir for b in builds],
                           list(zip([p.name for p in patches], shas,
                                    strict=False)), base)
@@ -127,9 +126,8 @@ def run(base: BaseTree, series_dir: Path, build_root: Path, series,
         result.seconds = round(time.monotonic() - start, 1)
         results.append(result)
     # leave the build dir as `gen-series build` would, applied and stamped
-    head = gitops.open_repo(src).git.rev_list("--count",
-                                              f"{base.commit}..HEAD")
-    if int(head) == len(patches):
+    if len(gitops.commits_since(gitops.open_repo(src), base.commit)) \
+            == len(patches):
         qbuild.mark_applied(src, base, patches)
     return results
 
