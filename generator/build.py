@@ -12,7 +12,6 @@ build dir anywhere reuses objects compiled in another.
 
 import hashlib
 import os
-import re
 import shlex
 import shutil
 import subprocess
@@ -22,6 +21,7 @@ from pathlib import Path
 
 from generator import gitops
 from generator.errors import CheckFailed, ToolError
+from generator.patchfiles import series_files, touched_c_files
 from generator.qemutree import BaseTree
 
 CONFIGURE_ARGS = [
@@ -50,42 +50,6 @@ class Build:
 # build (qtest --asan) live, below the clone
 BUILD_DIRS = (Path("build"), Path("build-aarch64"), Path("build-aarch64-kvm"),
               Path("build-asan"))
-
-
-def series_files(series_dir: Path) -> list:
-    """The patches of a series directory, in order, cover letter excluded."""
-    if not series_dir.is_dir():
-        raise ToolError(f"--series {series_dir}: no such directory")
-    files = sorted(p for p in series_dir.glob("[0-9][0-9][0-9][0-9]-*.patch")
-                   if not p.name.startswith("0000-"))
-    if not files:
-        raise ToolError(f"--series {series_dir}: no NNNN-*.patch files")
-    check_whole(series_dir, files)
-    return files
-
-
-SUBJECT_NUMBER = re.compile(r"^Subject: \[[^\]]*?\b(\d+)/(\d+)\]", re.M)
-
-
-def check_whole(series_dir: Path, files: list) -> None:
-    """A series with a patch missing, or whose `[... NN/MM]` subjects (and
-    cover letter) disagree with its files, is not the series that was
-    written: fail naming what is wrong."""
-    numbers = [int(p.name[:4]) for p in files]
-    missing = sorted(set(range(1, max(numbers) + 1)) - set(numbers))
-    if missing or len(set(numbers)) != len(numbers):
-        what = (", ".join(f"{n:04d}" for n in missing) + " missing"
-                if missing else "two patches share a number")
-        raise CheckFailed(f"--series {series_dir}: the series is not whole: "
-                          f"{what}")
-    cover = series_dir / "0000-cover-letter.patch"
-    for path in ([cover] if cover.is_file() else []) + files:
-        head = path.read_text(encoding="utf-8", errors="replace")
-        m = SUBJECT_NUMBER.search(head.split("\n\n", 1)[0])
-        if m and (int(m[1]) != int(path.name[:4]) or int(m[2]) != len(files)):
-            raise CheckFailed(
-                f"--series {series_dir}: {path.name} says {m[1]}/{m[2]}, "
-                f"but it is number {int(path.name[:4])} of {len(files)}")
 
 
 def prepare_source(base: BaseTree, patches: list, build_root: Path,
@@ -285,23 +249,6 @@ def _cross_env(src: Path, build_root: Path) -> dict:
     wrapper.chmod(0o755)
     env["PKG_CONFIG"] = str(wrapper)
     return env
-
-
-def touched_c_files(patches: list) -> list:
-    """The C files a series changes, in order."""
-    files = []
-    for patch in patches:
-        for path in changed_files(patch, with_removed=False):
-            if path.endswith(".c") and path not in files:
-                files.append(path)
-    return files
-
-
-def changed_files(patch: Path, with_removed: bool = True) -> list:
-    """The files one patch changes."""
-    import unidiff
-    return [pf.path for pf in unidiff.PatchSet.from_filename(
-        str(patch), encoding="utf-8") if with_removed or not pf.is_removed_file]
 
 
 def object_targets(build_dir: Path, c_files: list) -> dict:

@@ -9,9 +9,7 @@ import re
 import tempfile
 from pathlib import Path
 
-import unidiff
-
-from generator import anchors, edits, gitops
+from generator import anchors, edits, gitops, patchfiles
 from generator.errors import AnchorError, CheckFailed
 from generator.model import Series
 from generator.qemutree import BaseTree
@@ -71,13 +69,13 @@ def _fill_cover_letter(path: Path, series: Series) -> None:
 def validate(series: Series, files: list, applied: list) -> None:
     """Parse the series back: each patch non-empty, touching only its files."""
     for path, (patch, changed) in zip(files, applied, strict=True):
-        parsed = unidiff.PatchSet.from_filename(str(path), encoding="utf-8")
-        if not len(parsed):
+        touched = patchfiles.changed_files(path)
+        if not touched:
             raise CheckFailed(f"{path.name}: empty patch for patch "
                               f"'{patch.id}'")
-        for pf in parsed:
-            if pf.path not in changed:
-                raise CheckFailed(f"{path.name}: touches {pf.path}, which "
+        for file in touched:
+            if file not in changed:
+                raise CheckFailed(f"{path.name}: touches {file}, which "
                                   f"patch '{patch.id}' does not name")
 
 

@@ -13,10 +13,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import unidiff
 from pycparser import c_ast
 
-from generator import csyntax, gitops
+from generator import csyntax, gitops, patchfiles
 from generator.check import cparse
 
 
@@ -24,7 +23,7 @@ from generator.check import cparse
 class Context:
     src: Path               # the patched tree (a git repo, tip checked out)
     build_dirs: list        # configured builds with compile_commands.json
-    commits: list           # [(patch file name, commit sha)] in order
+    commits: list           # [(patch file, commit sha)] in order
     base: str
 
     def git(self, *args, ok_codes=(0,)) -> str:
@@ -37,7 +36,7 @@ class Context:
                        "--no-patch", f"{self.base}..HEAD", ok_codes=(0, 128))
         shas = [line for line in out.splitlines() if re.match(r"^[0-9a-f]{40}$",
                                                               line)]
-        names = {sha: name for name, sha in self.commits}
+        names = {sha: path.name for path, sha in self.commits}
         for sha in shas:
             if sha in names:
                 return names[sha]
@@ -189,16 +188,6 @@ def check_call_after_diversion(ctx, inv) -> list:
 
 # ---- series-level kinds ----------------------------------------------------
 
-def _added_lines(ctx, sha: str) -> dict:
-    """{path: set of added line numbers} of one commit."""
-    diff = ctx.git("show", "--format=", "--unified=0", sha)
-    added = {}
-    for pf in unidiff.PatchSet(diff):
-        added[pf.path] = {line.target_line_no for hunk in pf for line in hunk
-                          if line.is_added}
-    return added
-
-
 def _show(ctx, sha: str, path: str) -> str:
     return ctx.git("show", f"{sha}:{path}")
 
@@ -228,8 +217,9 @@ def check_declarations_defined_and_documented(ctx, inv) -> list:
     import fnmatch
     problems = []
     exempt = inv.params.get("undocumented", [])
-    for patch, sha in ctx.commits:
-        for path, lines in _added_lines(ctx, sha).items():
+    for patch_file, sha in ctx.commits:
+        patch = patch_file.name
+        for path, lines in patchfiles.parse(patch_file).added.items():
             if not path.endswith(".h"):
                 continue
             text = _show(ctx, sha, path)
@@ -256,11 +246,13 @@ def check_declarations_defined_and_documented(ctx, inv) -> list:
 def check_added_functions_used(ctx, inv) -> list:
     """Every function a patch adds is used by the end of the series."""
     problems = []
-    for patch, sha in ctx.commits:
-        for path, lines in _added_lines(ctx, sha).items():
+    for patch_file, sha in ctx.commits:
+        patch = patch_file.name
+        for path, lines in patchfiles.parse(patch_file).added.items():
             if not path.endswith((".c", ".h")):
                 continue
-            for name, line, _ in csyntax.function_definitions(_show(ctx, sha, path)):
+            text = _show(ctx, sha, path)
+            for name, line, _ in csyntax.function_definitions(text):
                 if line not in lines or name is None or name == "main":
                     continue
                 if not _referenced(ctx, name):
@@ -293,7 +285,6 @@ def _referenced(ctx, name: str) -> bool:
     return False
 
 
-# kind -> (checker, required parameters, optional parameters)
 # kind -> its checker; the parameters each kind takes are the spec's
 # (model.INVARIANT_KINDS)
 CHECKERS = {

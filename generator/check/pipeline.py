@@ -1,76 +1,50 @@
-"""Run the check steps in order and collect their results."""
+"""Run the check steps in order and collect their results.
+
+REGISTRY says what each step needs before it runs; the steps themselves
+(steps.py, qtest.py) take the run's CheckRun.
+"""
 
 import json
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from generator import build as qbuild
-from generator import gitops
+from generator import gitops, patchfiles
 from generator.check import STEPS, cparse
-from generator.check import invariants as inv_lib
 from generator.check.qtest import step_qtest
 from generator.check.steps import (
+    CheckRun,
     StepResult,
     step_apply,
     step_bisect,
     step_checkpatch,
+    step_invariants,
     step_kvm,
 )
-from generator.errors import CheckFailed, GenError
+from generator.errors import GenError
 from generator.kvm.nested import default_guest_dir
 from generator.qemutree import BaseTree
 
 
-def _builds(src: Path, build_root: Path, progress, cross: bool) -> list:
-    """The native build, and the aarch64 cross build when a step compiles
-    there (bisect, invariants) and its toolchain is installed (the Arm KVM
-    code compiles only there)."""
-    builds = [qbuild.configure_native(src, build_root, progress)]
-    if not cross:
-        return builds
-    if qbuild.cross_available():
-        builds.append(qbuild.configure_cross(src, build_root, progress))
-    else:
-        progress("no aarch64 cross toolchain: the Arm KVM code is not "
-                 "compiled (run .ci/setup)")
-    return builds
+@dataclass(frozen=True)
+class Step:
+    run: Callable[[CheckRun], StepResult]
+    needs_apply: bool = True    # not run when the series does not apply
+    needs_tip: bool = False     # the series applied and built first
+    cross: bool = False         # compiles in the aarch64 cross build too
 
 
-def _ensure_tip(src, base, patches, builds, build_root, progress) -> None:
-    """The series applied and built, for the invariants (they preprocess
-    real files, which needs the build's generated headers)."""
-    for _, error in qbuild.apply_one_by_one(src, base, patches):
-        if error:
-            raise CheckFailed(error)
-    series_c = qbuild.touched_c_files(patches)
-    qbuild.ninja(builds[0].dir, build_root, [qbuild.BINARY], builds[0].env,
-                 progress)
-    for b in builds[1:]:
-        objs = [o for objs in qbuild.object_targets(b.dir, series_c).values()
-                for o in objs]
-        qbuild.ninja(b.dir, build_root, objs, b.env, progress)
-
-
-def step_invariants(series, src, base, patches, builds, progress):
-    result = StepResult("invariants")
-    shas = gitops.commits_since(gitops.open_repo(src), base)
-    ctx = inv_lib.Context(src, [b.dir for b in builds],
-                          list(zip([p.name for p in patches], shas,
-                                   strict=False)), base)
-    failed = 0
-    for inv in series.invariants:
-        problems = inv_lib.evaluate(ctx, inv)
-        progress(f"invariants: {inv.id}: "
-                 f"{'FAILED' if problems else 'ok'}")
-        if problems:
-            failed += 1
-            result.fail(inv.id, "\n".join(problems))
-        else:
-            result.passed(inv.id)
-    result.summary = (f"{failed} of {len(series.invariants)} invariants fail"
-                      if failed else
-                      f"{len(series.invariants)} invariants hold")
-    return result
+REGISTRY = {
+    "apply": Step(step_apply, needs_apply=False),
+    "checkpatch": Step(step_checkpatch, needs_apply=False),
+    "bisect": Step(step_bisect, cross=True),
+    "invariants": Step(step_invariants, needs_tip=True, cross=True),
+    "qtest": Step(step_qtest, needs_tip=True),
+    "kvm": Step(step_kvm, needs_tip=True),
+}
+assert tuple(REGISTRY) == STEPS, "check/__init__.py's STEPS and REGISTRY"
 
 
 def run(base: BaseTree, series_dir: Path, build_root: Path, series,
@@ -83,52 +57,32 @@ def run(base: BaseTree, series_dir: Path, build_root: Path, series,
     build_root = build_root.resolve()
     if "invariants" in steps:
         cparse.gnu_parser_class()    # a broken parser install: exit 2 now
-    patches = qbuild.series_files(series_dir)
-    src = qbuild.prepare_source(base, [], build_root, progress)
-    results, builds, tip_built = [], None, False
-    for name in STEPS:
+    patches = patchfiles.series_files(series_dir)
+    ctx = CheckRun(base, series,
+                   qbuild.prepare_source(base, [], build_root, progress),
+                   patches, build_root, progress, guest or default_guest_dir(),
+                   qtests, asan,
+                   cross=any(REGISTRY[s].cross for s in steps))
+    results = []
+    for name, step in REGISTRY.items():
         if name not in steps:
             results.append(StepResult(name, skipped=True, summary="skipped"))
             continue
         start = time.monotonic()
-        if name == "apply":
-            result = step_apply(src, base.commit, patches, progress)
-        elif name == "checkpatch":
-            result = step_checkpatch(src, patches, progress,
-                                     series.accepted_warnings)
-        elif any(not r.ok for r in results if r.name == "apply"):
+        if step.needs_apply and any(not r.ok for r in results
+                                    if r.name == "apply"):
             result = StepResult(name, ok=False,
                                 summary="not run: the series does not apply")
         else:
-            builds = builds or _builds(
-                src, build_root, progress,
-                cross="bisect" in steps or "invariants" in steps)
-            if name == "bisect":
-                result = step_bisect(src, base.commit, patches, builds,
-                                     build_root, progress)
-                tip_built = result.ok
-            else:
-                if not tip_built:
-                    _ensure_tip(src, base.commit, patches, builds,
-                                build_root, progress)
-                    tip_built = True
-                if name == "invariants":
-                    result = step_invariants(series, src, base.commit,
-                                             patches, builds, progress)
-                elif name == "qtest":
-                    result = step_qtest(base, src, patches, builds,
-                                        build_root,
-                                        guest or default_guest_dir(),
-                                        progress, qtests, asan)
-                else:
-                    result = step_kvm(src, patches, builds, build_root,
-                                      guest or default_guest_dir(), progress)
+            if step.needs_tip:
+                ctx.ensure_tip()
+            result = step.run(ctx)
         result.seconds = round(time.monotonic() - start, 1)
         results.append(result)
     # leave the build dir as `gen-series build` would, applied and stamped
-    if len(gitops.commits_since(gitops.open_repo(src), base.commit)) \
+    if len(gitops.commits_since(gitops.open_repo(ctx.src), base.commit)) \
             == len(patches):
-        qbuild.mark_applied(src, base, patches)
+        qbuild.mark_applied(ctx.src, base, patches)
     return results
 
 

@@ -17,8 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from generator import build as qbuild
-from generator import qtests
-from generator.check.steps import StepResult
+from generator import patchfiles, qtests
+from generator.check.steps import CheckRun, StepResult
 from generator.qemutree import BaseTree
 
 # the qtests of the aarch64 target that exercise what the series changes
@@ -37,7 +37,7 @@ def series_qtests(patches: list) -> tuple:
     """qtests the series itself adds (new tests/qtest/*-test.c files)."""
     names = []
     for patch in patches:
-        for path in qbuild.changed_files(patch):
+        for path in patchfiles.changed_files(patch):
             m = re.fullmatch(r"tests/qtest/([\w-]+-test)\.c", path)
             if m and m[1] not in QTESTS and m[1] not in names:
                 names.append(m[1])
@@ -173,13 +173,15 @@ def run_asan(src: Path, build_root: Path, tests: tuple, guest: Path,
     result.figures.update({f"{t} (asan)": s for t, s in seconds.items()})
 
 
-def step_qtest(base: BaseTree, src: Path, patches: list, builds: list,
-               build_root: Path, guest: Path, progress,
-               only: tuple = (), asan: bool = False) -> StepResult:
-    """`only`: run just these tests (names from QTESTS, UNIT_TESTS or the
-    series' own); `asan`: also run the series' qtests and test-hmp in an
-    AddressSanitizer build of the tip."""
+def step_qtest(run: CheckRun) -> StepResult:
+    """QEMU's own qtests on tip and base.  `run.qtests`: run just these
+    tests (names from QTESTS, UNIT_TESTS or the series' own); `run.asan`:
+    also run the series' qtests and test-hmp in an AddressSanitizer build
+    of the tip."""
     result = StepResult("qtest")
+    base, src, patches, builds = run.base, run.src, run.patches, run.builds
+    build_root, guest, progress = run.build_root, run.guest, run.progress
+    only, asan = run.qtests, run.asan
     added = tuple(t for t in series_qtests(patches) if not only or t in only)
     tests = tuple(t for t in QTESTS + UNIT_TESTS if not only or t in only)
     native = builds[0]

@@ -1,11 +1,70 @@
-"""The check steps.  Each returns a StepResult; none prints or exits."""
+"""The check steps.  Each takes the run's CheckRun and returns a
+StepResult; none prints or exits."""
 
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from generator import build as qbuild
+from generator import gitops, patchfiles
 from generator.errors import CheckFailed
+from generator.model import Series
+from generator.qemutree import BaseTree
+
+
+@dataclass
+class CheckRun:
+    """What the steps of one `check` share.  The builds are configured when
+    a step first needs them; `ensure_tip()` applies and builds the whole
+    series once for the steps that look at the tip."""
+    base: BaseTree
+    series: Series
+    src: Path                   # the clone the series is applied in
+    patches: list               # the series' patch files, in order
+    build_root: Path
+    progress: Callable[[str], None]
+    guest: Path                 # kernel, busybox, UEFI image
+    qtests: tuple = ()          # limit the qtest step to these tests
+    asan: bool = False          # the qtest step's AddressSanitizer runs
+    cross: bool = False         # configure the aarch64 cross build too
+    tip_built: bool = False
+    _builds: list | None = None
+
+    @property
+    def builds(self) -> list:
+        """The native build, and the aarch64 cross build when a step
+        compiles there and its toolchain is installed (the Arm KVM code
+        compiles only there)."""
+        if self._builds is None:
+            self._builds = [qbuild.configure_native(self.src, self.build_root,
+                                                    self.progress)]
+            if self.cross and qbuild.cross_available():
+                self._builds.append(qbuild.configure_cross(
+                    self.src, self.build_root, self.progress))
+            elif self.cross:
+                self.progress("no aarch64 cross toolchain: the Arm KVM code "
+                              "is not compiled (run .ci/setup)")
+        return self._builds
+
+    def ensure_tip(self) -> None:
+        """The series applied and built (the invariants preprocess real
+        files, which needs the build's generated headers)."""
+        if self.tip_built:
+            return
+        for _, error in qbuild.apply_one_by_one(self.src, self.base.commit,
+                                                self.patches):
+            if error:
+                raise CheckFailed(error)
+        series_c = patchfiles.touched_c_files(self.patches)
+        native, *others = self.builds
+        qbuild.ninja(native.dir, self.build_root, [qbuild.BINARY],
+                     native.env, self.progress)
+        for b in others:
+            objs = [o for objs in qbuild.object_targets(b.dir, series_c)
+                    .values() for o in objs]
+            qbuild.ninja(b.dir, self.build_root, objs, b.env, self.progress)
+        self.tip_built = True
 
 
 @dataclass
@@ -26,9 +85,11 @@ class StepResult:
         self.items.append({"patch": patch, "ok": True, "message": message})
 
 
-def step_apply(src: Path, base: str, patches: list, progress) -> StepResult:
+def step_apply(run: CheckRun) -> StepResult:
     result = StepResult("apply")
-    for patch, error in qbuild.apply_one_by_one(src, base, patches):
+    patches, progress = run.patches, run.progress
+    for patch, error in qbuild.apply_one_by_one(run.src, run.base.commit,
+                                                patches):
         progress(f"apply: {patch.name}: {'FAILED' if error else 'ok'}")
         if error:
             result.fail(patch.name, error)
@@ -39,12 +100,13 @@ def step_apply(src: Path, base: str, patches: list, progress) -> StepResult:
     return result
 
 
-def step_checkpatch(src: Path, patches: list, progress,
-                    accepted: tuple = ()) -> StepResult:
+def step_checkpatch(run: CheckRun) -> StepResult:
     """The target tree's own checkpatch.pl; errors and warnings both fail,
-    except warnings the spec accepts with a reason (`accepted`: (regex,
+    except warnings the spec accepts with a reason (the spec's (regex,
     reason) pairs), which are reported."""
     result = StepResult("checkpatch")
+    src, patches, progress = run.src, run.patches, run.progress
+    accepted = run.series.accepted_warnings
     script = src / "scripts" / "checkpatch.pl"
     errors = warnings = waived = 0
     for patch in patches:
@@ -107,13 +169,14 @@ def _compile_errors(log: Path) -> str:
     return "\n".join(errors[:15] or lines[-20:])
 
 
-def step_bisect(src: Path, base: str, patches: list, builds: list,
-                build_root: Path, progress) -> StepResult:
+def step_bisect(run: CheckRun) -> StepResult:
     """After each patch, compile the translation units it touches, and the
     series' own translation units that include a header it touches; then
     build everything at the tip."""
     result = StepResult("bisect")
-    series_c = qbuild.touched_c_files(patches)
+    src, base, patches = run.src, run.base.commit, run.patches
+    builds, build_root, progress = run.builds, run.build_root, run.progress
+    series_c = patchfiles.touched_c_files(patches)
     objects = {b.name: qbuild.object_targets(b.dir, series_c) for b in builds}
     deps = {b.name: _header_users(b.dir, [o for objs in objects[b.name]
                                           .values() for o in objs])
@@ -124,7 +187,7 @@ def step_bisect(src: Path, base: str, patches: list, builds: list,
         if error:
             result.fail(patch.name, error)
             break
-        touched = qbuild.changed_files(patch)
+        touched = patchfiles.changed_files(patch)
         wanted = {}
         for b in builds:
             targets = []
@@ -167,19 +230,46 @@ def step_bisect(src: Path, base: str, patches: list, builds: list,
             result.passed("(tip)", f"{qbuild.BINARY} builds")
         except CheckFailed as e:
             result.fail("(tip)", e.msg)
+    run.tip_built = result.ok
     broken = [i["patch"] for i in result.items if not i["ok"]]
     result.summary = (f"first broken: {broken[0]}" if broken else
                       f"{len(patches)} patches compile one by one, tip builds")
     return result
 
 
-def step_kvm(src: Path, patches: list, builds: list, build_root: Path,
-             guest: Path, progress) -> StepResult:
+def step_invariants(run: CheckRun) -> StepResult:
+    """The spec's structure invariants on the patched, built tip."""
+    from generator.check import invariants
+    result = StepResult("invariants")
+    series = run.series
+    shas = gitops.commits_since(gitops.open_repo(run.src), run.base.commit)
+    ctx = invariants.Context(run.src, [b.dir for b in run.builds],
+                             list(zip(run.patches, shas, strict=False)),
+                             run.base.commit)
+    failed = 0
+    for inv in series.invariants:
+        problems = invariants.evaluate(ctx, inv)
+        run.progress(f"invariants: {inv.id}: "
+                     f"{'FAILED' if problems else 'ok'}")
+        if problems:
+            failed += 1
+            result.fail(inv.id, "\n".join(problems))
+        else:
+            result.passed(inv.id)
+    result.summary = (f"{failed} of {len(series.invariants)} invariants fail"
+                      if failed else
+                      f"{len(series.invariants)} invariants hold")
+    return result
+
+
+def step_kvm(run: CheckRun) -> StepResult:
     """The series under real KVM: its KVM-only aarch64 build run on an
     emulated Arm host (TCG with EL2) by the native build of the same tree
     (generator/kvm)."""
     from generator.kvm import nested, scenario
     result = StepResult("kvm")
+    src, patches, builds = run.src, run.patches, run.builds
+    build_root, guest, progress = run.build_root, run.guest, run.progress
     if not qbuild.cross_available():
         result.skipped = True
         result.summary = ("not run: no aarch64 cross toolchain or arm64 "
