@@ -215,7 +215,7 @@ def test_author_option_signs_every_patch(minitree, tmp_path):
     run_gen_series("-q", "generate", "--spec", MINI_SPEC, "--templates",
                    MINI_TEMPLATES, "--qemu", minitree, "--out", out,
                    "--author", "Ada Lovelace <ada@example.net>", check=0)
-    for patch in sorted(out.iterdir()):
+    for patch in sorted(out.glob("*.patch")):
         text = patch.read_text().replace("\n <", " <")
         assert "From: Ada Lovelace <ada@example.net>\n" in text
         if not patch.name.startswith("0000-"):
