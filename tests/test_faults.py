@@ -131,7 +131,7 @@ def test_sigkill_at_every_step_leaves_the_old_or_the_new_series(
     old, new = two_series
     old_series = {k: v for k, v in old.items() if k != MANIFEST}
     out = tmp_path / "out"
-    killed = 0
+    killed, seen = 0, set()
     for step in range(1, 100):
         put(out, old)
         proc = faulty(*mini_args(minitree, out), FAULT_KILL_AT=step,
@@ -143,7 +143,10 @@ def test_sigkill_at_every_step_leaves_the_old_or_the_new_series(
         killed += 1
         recover(out, tmp_path)
         assert_whole(out, [old_series, new])
-    assert killed >= 10     # every step of the transaction was hit
+        seen.add("new" if read_series(out) == new else "old")
+    # every step was hit: before the commit point the old series stays,
+    # after it the next run finishes moving the new one in
+    assert killed >= 10 and seen == {"old", "new"}
     # and a run after a kill in the middle writes the new series
     put(out, old)
     faulty(*mini_args(minitree, out), FAULT_KILL_AT=killed // 2,
