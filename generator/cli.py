@@ -43,14 +43,17 @@ def load_signed_series(args):
 
 
 def cmd_generate(args) -> int:
+    from generator import outdir
     from generator.qemutree import resolve_base
     from generator.series import generate
 
+    out = outdir.check_usable(args.out)
+    outdir.recover(out)
     series = load_signed_series(args)
     base = resolve_base(args.qemu, progress)
-    files = generate(series, base, args.out, progress)
+    files = generate(series, base, out, progress)
     progress(f"wrote {len(files)} files for QEMU {base.version} "
-             f"into {args.out}")
+             f"into {out}")
     for f in files:
         print(f)
     return 0
@@ -198,9 +201,11 @@ def make_parser() -> argparse.ArgumentParser:
         "0000-cover-letter.patch and NNNN-<subject>.patch, as git "
         "format-patch --cover-letter does.  Byte-identical on re-runs.")
     gen.add_argument("--qemu", required=True, metavar="PATH", help=qemu_help)
-    gen.add_argument("--out", required=True, type=Path, metavar="DIR",
-                     help="where to write the series (created if missing; "
-                     "stale NNNN-*.patch files there are removed)")
+    gen.add_argument("--out", required=True, metavar="DIR",
+                     help="where to write the series (created if missing); "
+                     "replaced whole or not at all, and only files an "
+                     "earlier generate wrote there (.gen-series-manifest) "
+                     "are replaced or removed")
     add_spec_arguments(gen, "the spec")
     gen.set_defaults(func=cmd_generate)
 

@@ -97,23 +97,89 @@ def scratch_clone(source: Path, commit: str, dest: Path,
     except git.GitCommandError as e:
         raise ToolError(f"cannot clone {source}: {git_message(e)}")
     repo = open_repo(dest)
-    if sparse:
-        repo.git.update_ref("--no-deref", "HEAD", commit)
-        repo.git.read_tree(commit)
-    else:
-        repo.git.checkout("-q", "--detach", commit)
+    try:
+        if sparse:
+            repo.git.update_ref("--no-deref", "HEAD", commit)
+            repo.git.read_tree(commit)
+        else:
+            repo.git.checkout("-q", "--detach", commit)
+    except git.GitCommandError as e:
+        # the clone shares the source's objects: one missing there
+        raise ToolError(f"cannot check out {commit[:12]} of {source}: "
+                        f"{git_message(e)}")
     return repo
 
 
 def checkout_file(repo: git.Repo, path: str) -> None:
-    """Bring one file of HEAD into a sparse clone's work tree, if it exists."""
+    """Bring one file of HEAD into a sparse clone's work tree, if it exists.
+
+    A file that is in the tree but cannot be read (an object missing from a
+    damaged repository) is a ToolError, not the file missing that a spec's
+    anchor would be blamed for."""
     target = Path(repo.working_tree_dir) / path
     if target.exists():
         return
+    if not repo.git.ls_tree("HEAD", "--", path):
+        return      # not in the tree: the caller reports it
     try:
         repo.git.checkout("HEAD", "--", path)
-    except git.GitCommandError:
-        pass    # not in the tree: the caller reports it
+    except git.GitCommandError as e:
+        raise ToolError(f"git cannot read {path}: {git_message(e)}")
+
+
+def work_tree_top(path: Path) -> Path | None:
+    """The top of the git work tree `path` is in; None if it is in none."""
+    try:
+        top = open_repo(path).working_tree_dir
+    except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+        return None
+    return Path(top) if top else None
+
+
+def resolve_commit(path: Path, rev: str) -> str | None:
+    """The commit `rev` names in the repository at `path`; None if it names
+    none (or `path` is no readable repository)."""
+    try:
+        return open_repo(path).git.rev_parse("--verify", "-q",
+                                             f"{rev}^{{commit}}")
+    except (git.InvalidGitRepositoryError, git.NoSuchPathError,
+            git.GitCommandError):
+        return None
+
+
+def read_blob(path: Path, commit: str, file: str) -> str | None:
+    """`file` as committed in `commit`; None if git cannot give it."""
+    try:
+        return open_repo(path).git.show(f"{commit}:{file}")
+    except (git.InvalidGitRepositoryError, git.NoSuchPathError,
+            git.GitCommandError):
+        return None
+
+
+def tag(repo: git.Repo, name: str) -> None:
+    repo.git.tag(name)
+
+
+def held_by_git(directory: Path, names: list) -> set:
+    """Those of `names` (files in `directory`) whose current contents the
+    index of the git work tree around `directory` holds: replacing or
+    removing them loses nothing that `git checkout` cannot bring back."""
+    names = sorted(names)
+    if not names:
+        return set()
+    cmd = git.Git(str(directory))
+    cmd.update_environment(**GIT_ENV)
+    try:
+        staged = cmd.ls_files("-s", "-z", "--", *names)
+        current = cmd.hash_object("--", *names).split()
+    except git.CommandError:
+        return set()    # not in a work tree, or no git: git holds nothing
+    in_index = {}
+    for entry in filter(None, staged.split("\0")):
+        info, _, name = entry.partition("\t")
+        in_index[name] = info.split()[1]
+    return {name for name, sha in zip(names, current, strict=True)
+            if in_index.get(name) == sha}
 
 
 def commit_paths(repo: git.Repo, paths, message: str, author: str,

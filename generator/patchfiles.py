@@ -13,6 +13,7 @@ from pathlib import Path
 import unidiff
 
 from generator.errors import CheckFailed, ToolError
+from generator.outdir import JOURNAL
 
 SUBJECT_NUMBER = re.compile(r"^Subject: \[[^\]]*?\b(\d+)/(\d+)\]", re.M)
 
@@ -63,6 +64,9 @@ def series_files(series_dir: Path) -> list:
     """The patches of a series directory, in order, cover letter excluded."""
     if not series_dir.is_dir():
         raise ToolError(f"--series {series_dir}: no such directory")
+    if (series_dir / JOURNAL).exists():
+        raise ToolError(f"--series {series_dir}: a generate was interrupted "
+                        "while replacing this series: run it again")
     files = sorted(p for p in series_dir.glob("[0-9][0-9][0-9][0-9]-*.patch")
                    if not p.name.startswith("0000-"))
     if not files:

@@ -5,18 +5,15 @@ the spec, git's user configuration ignored, and files written only when
 their contents change.
 """
 
-import re
 import tempfile
 from pathlib import Path
 
-from generator import anchors, edits, gitops, patchfiles
-from generator.errors import AnchorError, CheckFailed
+from generator import anchors, edits, gitops, outdir, patchfiles
+from generator.errors import AnchorError, CheckFailed, ToolError
 from generator.model import Series
 from generator.qemutree import BaseTree
 from generator.render import make_env, render, render_string
 from generator.source import display_path
-
-PATCH_NAME = re.compile(r"^\d{4}-.*\.patch$")
 
 
 def next_release(version: str) -> str:
@@ -99,7 +96,8 @@ def copy_source(series: Series, env, change, context: dict) -> Path:
 
 def generate(series: Series, base: BaseTree, out: Path,
              progress=lambda msg: None, missing_data_ok: bool = False) -> list:
-    """Write the series for `base` into `out`; return the files written.
+    """Write the series for `base` into `out` (replaced whole, see
+    outdir.py); return its files.
 
     With `missing_data_ok`, a copy-file change whose source does not exist
     yet leaves its file as it is (`gen-series tables` renders the series
@@ -108,13 +106,16 @@ def generate(series: Series, base: BaseTree, out: Path,
     with tempfile.TemporaryDirectory(prefix="gen-series-") as tmp:
         tmp = Path(tmp)
         progress(f"cloning the QEMU {base.version} base")
-        repo = gitops.scratch_clone(base.repo, base.commit, tmp / "tree",
-                                    sparse=True)
         root = tmp / "tree"
-        for path in sorted({p.file for p in series.probes.values()} |
-                           {c.file for p in series.patches
-                            for c in p.changes}):
-            gitops.checkout_file(repo, path)
+        try:
+            repo = gitops.scratch_clone(base.repo, base.commit, root,
+                                        sparse=True)
+            for path in sorted({p.file for p in series.probes.values()} |
+                               {c.file for p in series.patches
+                                for c in p.changes}):
+                gitops.checkout_file(repo, path)
+        except ToolError as e:
+            raise base.unreadable(e.msg) from None
         facts = evaluate_probes(series, root, base.version)
         context = template_context(series, base, facts)
         applied = []
@@ -159,11 +160,5 @@ def generate(series: Series, base: BaseTree, out: Path,
         _fill_cover_letter(files[0], series)
         validate(series, files[1:], applied)
 
-        out.mkdir(parents=True, exist_ok=True)
-        names = {f.name for f in files}
-        for old in out.iterdir():
-            if PATCH_NAME.match(old.name) and old.name not in names:
-                old.unlink()
-        for f in files:
-            write_if_changed(out / f.name, f.read_bytes())
-        return [out / f.name for f in files]
+        return outdir.replace_series(out, {f.name: f.read_bytes()
+                                           for f in files})
