@@ -13,6 +13,8 @@ from generator.errors import GenError, ToolError
 
 PROJECT = Path(__file__).resolve().parent.parent
 DEFAULT_SPEC = PROJECT / "specs" / "series.yaml"
+# the release the committed series is pinned to (README)
+PINNED_QEMU = PROJECT.parent / "shared" / "qemu-src" / "qemu_10.2.2+ds-1.dsc"
 
 
 QUIET = False
@@ -122,6 +124,27 @@ def cmd_check(args) -> int:
             args.json.write_text(pipeline.to_json(results, base, series_dir))
     print_summary(results, base)
     return 0 if all(r.ok for r in results) else 1
+
+
+def cmd_drift(args) -> int:
+    from generator.drift import compare, format_report, to_json
+    from generator.model import load_series
+    from generator.qemutree import resolve_base
+
+    series = load_series(args.spec, args.templates)
+    old = resolve_base(existing(args.from_qemu, "--from"), progress)
+    new = resolve_base(existing(args.qemu, "--qemu"), progress)
+    report = compare(series, old, new, progress)
+    if args.json:
+        args.json.write_text(to_json(report))
+    print(format_report(report), end="")
+    return 0 if report.renders else 1
+
+
+def existing(path: str, option: str) -> str:
+    if not Path(path).exists():
+        raise ToolError(f"{option} {path}: no such file or directory")
+    return path
 
 
 def print_summary(results, base) -> None:
@@ -296,6 +319,29 @@ def make_parser() -> argparse.ArgumentParser:
                      "--enable-asan (<build-dir>/qemu/build-asan) and run "
                      "the series' own qtests and test-hmp there")
     chk.set_defaults(func=cmd_check)
+
+    drf = sub.add_parser(
+        "drift", help="what a new QEMU release does to the series: "
+        "anchors, probes, files",
+        description="Walk the spec on the --from release and on the "
+        "--qemu one, as generate applies it, without stopping at a "
+        "failure.  Lists the probes that flip; each change whose anchor "
+        "moved, is ambiguous or missing (with its nearest candidates in the "
+        "new tree: a renamed function, the match in another function, the "
+        "most similar lines), or that only one release takes (`when:`); "
+        "how many lines changed upstream in each file the series reads; "
+        "then what to fix, or what to review.  Exit status 0 when the "
+        "series renders on --qemu, 1 when it does not.")
+    drf.add_argument("--qemu", required=True, metavar="PATH",
+                     help="the new release: " + qemu_help)
+    drf.add_argument("--from", dest="from_qemu", metavar="PATH",
+                     default=str(PINNED_QEMU),
+                     help="the release the series renders on today "
+                     "(default: the pinned one, %(default)s)")
+    drf.add_argument("--json", type=Path, metavar="FILE",
+                     help="also write the report as JSON")
+    add_spec_arguments(drf, "the spec")
+    drf.set_defaults(func=cmd_drift)
     return parser
 
 
