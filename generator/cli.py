@@ -141,6 +141,23 @@ def cmd_drift(args) -> int:
     return 0 if report.renders else 1
 
 
+def cmd_diff(args) -> int:
+    from generator.qemutree import resolve_base
+    from generator.rangediff import compare, format_pairs, to_json
+
+    old = resolve_base(existing(args.qemu, "--qemu"), progress)
+    new = resolve_base(existing(args.new_qemu, "--new-qemu"), progress) \
+        if args.new_qemu else old
+    for d in (args.old, args.new):
+        existing(d, "series")
+    pairs = compare(old, args.old, new, args.new, progress)
+    if args.json:
+        args.json.write_text(to_json(pairs))
+    print(format_pairs(pairs, f"{args.old} (QEMU {old.version})",
+                       f"{args.new} (QEMU {new.version})"), end="")
+    return 0
+
+
 def existing(path: str, option: str) -> str:
     if not Path(path).exists():
         raise ToolError(f"{option} {path}: no such file or directory")
@@ -342,6 +359,29 @@ def make_parser() -> argparse.ArgumentParser:
                      help="also write the report as JSON")
     add_spec_arguments(drf, "the spec")
     drf.set_defaults(func=cmd_drift)
+
+    dif = sub.add_parser(
+        "diff", help="compare two generated series (git range-diff), "
+        "upstream context drift apart from changes to the series",
+        description="Commit each series onto its base and pair the patches "
+        "with git range-diff.  Each pair is: same (only line numbers "
+        "differ), context (the same lines added and removed and the same "
+        "message: only the upstream context changed), changed (a change to "
+        "the series itself, shown as range-diff shows it), added or "
+        "dropped.  Two versions of the series on one release (--qemu), or "
+        "the same spec on two releases (--qemu and --new-qemu).")
+    dif.add_argument("old", type=Path, metavar="OLD_SERIES",
+                     help="a directory of NNNN-*.patch files")
+    dif.add_argument("new", type=Path, metavar="NEW_SERIES",
+                     help="a directory of NNNN-*.patch files")
+    dif.add_argument("--qemu", required=True, metavar="PATH",
+                     help="the base of OLD_SERIES (and of NEW_SERIES without "
+                     "--new-qemu): " + qemu_help)
+    dif.add_argument("--new-qemu", metavar="PATH",
+                     help="the base of NEW_SERIES, when it is another release")
+    dif.add_argument("--json", type=Path, metavar="FILE",
+                     help="also write the pairs as JSON")
+    dif.set_defaults(func=cmd_diff)
     return parser
 
 

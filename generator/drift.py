@@ -145,38 +145,45 @@ class Report:
 
 # ---- one tree ---------------------------------------------------------------
 
-def locate(text: str, path: str, anchor) -> Placement:
-    """Where `anchor` is in `text`, or why it is not (missing/ambiguous)."""
+def locate(text: str, path: str, anchor) -> tuple:
+    """(Placement, Region or None): where `anchor` is in `text`, or why it
+    is not (missing or ambiguous).  One resolve when it is there: the
+    diagnosis only runs on a failure."""
+    lines = text.splitlines(keepends=True)
+    try:
+        region = anchors.resolve(text, path, anchor)
+    except anchors.NotFound as e:
+        return _diagnose(text, path, anchor, str(e)), None
+    matched = text[region.span[0]:region.span[1]] if region.span else ""
+    return Placement("resolved", line=region.start + 1,
+                     text="".join(lines[region.start:region.end]),
+                     matched=matched, context="".join(
+                         lines[max(0, region.start - CONTEXT):
+                               region.start + CONTEXT + 1])), region
+
+
+def _diagnose(text: str, path: str, anchor, reason: str) -> Placement:
+    """Why `anchor` does not resolve: its scope or its match is missing or
+    there more than once (the hits' lines), or something else."""
     lines = text.splitlines(keepends=True)
     scope_line, start, end = None, 0, len(lines)
     if anchor.scope_kind:
-        scope_only = dataclasses.replace(anchor, match=None)
         try:
-            scope = anchors.resolve(text, path, scope_only)
-        except anchors.NotFound as e:
+            scope = anchors.resolve(text, path,
+                                    dataclasses.replace(anchor, match=None))
+        except anchors.NotFound:
             hits = _scope_lines(text, path, anchor)
             return Placement("ambiguous" if len(hits) > 1 else "missing",
-                             str(e), hits=tuple(hits))
+                             reason, hits=tuple(hits))
         scope_line, start, end = scope.start + 1, scope.start, scope.end
     if anchor.match is not None:
         window = "".join(lines[start:end])
         hits = [start + window.count("\n", 0, m.start()) + 1
                 for m in anchor.match.finditer(window)]
         if len(hits) != 1:
-            where = f" in {anchor.scope_kind} '{anchor.scope_name}'" \
-                if anchor.scope_kind else ""
-            reason = f"/{anchor.match.pattern}/ " + (
-                f"matches {len(hits)} times{where}" if hits
-                else f"does not match{where}")
             return Placement("ambiguous" if hits else "missing", reason,
                              scope_line=scope_line, hits=tuple(hits))
-    region = anchors.resolve(text, path, anchor)
-    matched = text[region.span[0]:region.span[1]] if region.span else ""
-    return Placement("resolved", line=region.start + 1, scope_line=scope_line,
-                     text="".join(lines[region.start:region.end]),
-                     matched=matched, context="".join(
-                         lines[max(0, region.start - CONTEXT):
-                               region.start + CONTEXT + 1]))
+    return Placement("failed", reason, scope_line=scope_line)
 
 
 def _scope_lines(text: str, path: str, anchor) -> list:
@@ -218,8 +225,7 @@ def walk(series: Series, base: BaseTree, progress=lambda msg: None):
                 facts[name] = False
                 continue
             facts[name] = locate(path.read_text(encoding="utf-8"),
-                                 probe.file, probe.anchor).status == \
-                "resolved"
+                                 probe.file, probe.anchor)[1] is not None
         context = template_context(series, base, facts)
         progress(f"walking the spec on QEMU {base.version}")
         for patch in series.patches:
@@ -257,15 +263,23 @@ def _place(series, env, context, root: Path, change, version) -> Placement:
                                  f": no such file for QEMU {version}; "
                                  "`gen-series tables` makes it")
             text = source.read_bytes()
+        if change.anchor is None:
+            edits.apply_change(root, change, text, version)
+            return placement
         path = root / change.file
-        if change.anchor is not None:
-            if not path.is_file():
-                return Placement("missing", f"{change.file}: no such file")
-            placement = locate(path.read_text(encoding="utf-8"),
-                               change.file, change.anchor)
-            if placement.status != "resolved":
-                return placement
-        edits.apply_change(root, change, text, version)
+        if not path.is_file():
+            return Placement("missing", f"{change.file}: no such file")
+        # edits.apply_change() without resolving the anchor a second time
+        original = path.read_text(encoding="utf-8")
+        placement, region = locate(original, change.file, change.anchor)
+        if region is None:
+            return placement
+        lines = edits.HANDLERS[change.action](
+            original.splitlines(keepends=True), region,
+            (text or "").splitlines(keepends=True), change.anchor)
+        path.write_text("".join(lines), encoding="utf-8")
+    except anchors.NotFound as e:
+        return dataclasses.replace(placement, status="failed", reason=str(e))
     except GenError as e:
         return dataclasses.replace(placement, status="failed", reason=e.msg)
     return placement
@@ -503,7 +517,7 @@ def _rank_hits(text: str, path: str, anchor, old: Placement,
 
 def _match_lines(text: str, path: str, anchor) -> list:
     """The lines of every hit of the match inside its scope, on `text`."""
-    found = locate(text, path, anchor)
+    found, _ = locate(text, path, anchor)
     return list(found.hits)
 
 

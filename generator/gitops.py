@@ -199,7 +199,7 @@ def commit_patches(repo: git.Repo, base: str, patches) -> str:
             patch = Path(patch).resolve()
             msg = Path(repo.git_dir) / "mailinfo-msg"
             with open(patch, "rb") as mbox:
-                info = repo.git.mailinfo("-k", str(msg), os.devnull,
+                info = repo.git.mailinfo(str(msg), os.devnull,
                                          istream=mbox)
             headers = dict(line.split(": ", 1) for line in info.splitlines()
                            if ": " in line)
