@@ -69,6 +69,17 @@ def _c_names(root, kind: str) -> set:
     names.discard(None)
     return names
 
+
+def _c_functions(root) -> dict:
+    """name -> (first line, text) of every function definition, from one
+    parse (resolving each name would parse the file again)."""
+    found = {}
+    for n in anchors._walk(root):
+        if n.type == "function_definition":
+            name = anchors._declared_name(n.child_by_field_name("declarator"))
+            found[name] = (n.start_point[0] + 1, n.text.decode())
+    return found
+
 # ---------------------------------------------------------------------------
 
 
@@ -289,8 +300,17 @@ def _place(series, env, context, root: Path, change, version) -> Placement:
 
 def compare(series: Series, old: BaseTree, new: BaseTree,
             progress=lambda msg: None) -> Report:
-    old_facts, old_places, _ = walk(series, old, progress)
-    new_facts, new_places, problems = walk(series, new, progress)
+    return compare_walks(series, old, walk(series, old, progress),
+                         new, walk(series, new, progress))
+
+
+def compare_walks(series: Series, old: BaseTree, old_walk: tuple,
+                  new: BaseTree, new_walk: tuple) -> Report:
+    """The report from each release's walk() (a walk serves both
+    directions)."""
+    old_facts, old_places, _ = old_walk
+    new_facts, new_places, problems = new_walk
+    problems = list(problems)
     probes = [ProbeDrift(name, p.file, old_facts[name], new_facts[name],
                          str(p.info)) for name, p in series.probes.items()]
     changes = []
@@ -396,12 +416,14 @@ def _similar_scopes(text: str, path: str, anchor, old: Placement) -> list:
     else:
         return []
     old_body = _stripped(old.text) if old.status == "resolved" else None
+    bodies = _c_functions(_c_root(text)) if kind == "function" else {}
     scored = []
     for other in names:
         score = _ratio(name, other)
         if old_body is not None and score > 0.2:
             try:
-                line, body = _region_text(text, path, kind, other)
+                line, body = bodies.get(other) or \
+                    _region_text(text, path, kind, other)
             except anchors.NotFound:
                 continue
             score = (score + _ratio(old_body, _stripped(body))) / 2
