@@ -459,11 +459,8 @@ def _enclosing(text: str, path: str, line: int) -> str:
     """The function around `line` (1-based), for messages."""
     if not anchors.is_c(path):
         return ""
-    for node in anchors._walk(_c_root(text)):
-        if node.type == "function_definition" and \
-                node.start_point[0] < line <= node.end_point[0] + 1:
-            name = anchors._declared_name(node.child_by_field_name(
-                "declarator"))
+    for name, (first, body) in _c_functions(_c_root(text)).items():
+        if first <= line <= first + body.count("\n"):
             return f" in function '{name}'"
     return ""
 
