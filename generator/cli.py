@@ -13,6 +13,8 @@ from generator.errors import GenError, ToolError
 
 PROJECT = Path(__file__).resolve().parent.parent
 DEFAULT_SPEC = PROJECT / "specs" / "series.yaml"
+# the release the committed series is pinned to (README)
+PINNED_QEMU = PROJECT.parent / "shared" / "qemu-src" / "qemu_10.2.2+ds-1.dsc"
 
 
 QUIET = False
@@ -125,6 +127,44 @@ def cmd_check(args) -> int:
             args.json.write_text(pipeline.to_json(results, base, series_dir))
     print_summary(results, base)
     return 0 if all(r.ok for r in results) else 1
+
+
+def cmd_drift(args) -> int:
+    from generator.drift import compare, format_report, to_json
+    from generator.model import load_series
+    from generator.qemutree import resolve_base
+
+    series = load_series(args.spec, args.templates)
+    old = resolve_base(existing(args.from_qemu, "--from"), progress)
+    new = resolve_base(existing(args.qemu, "--qemu"), progress)
+    report = compare(series, old, new, progress)
+    if args.json:
+        args.json.write_text(to_json(report))
+    print(format_report(report), end="")
+    return 0 if report.renders else 1
+
+
+def cmd_diff(args) -> int:
+    from generator.qemutree import resolve_base
+    from generator.rangediff import compare, format_pairs, to_json
+
+    old = resolve_base(existing(args.qemu, "--qemu"), progress)
+    new = resolve_base(existing(args.new_qemu, "--new-qemu"), progress) \
+        if args.new_qemu else old
+    for d in (args.old, args.new):
+        existing(d, "series")
+    pairs = compare(old, args.old, new, args.new, progress)
+    if args.json:
+        args.json.write_text(to_json(pairs))
+    print(format_pairs(pairs, f"{args.old} (QEMU {old.version})",
+                       f"{args.new} (QEMU {new.version})"), end="")
+    return 0
+
+
+def existing(path: str, option: str) -> str:
+    if not Path(path).exists():
+        raise ToolError(f"{option} {path}: no such file or directory")
+    return path
 
 
 def print_summary(results, base) -> None:
@@ -301,6 +341,52 @@ def make_parser() -> argparse.ArgumentParser:
                      "--enable-asan (<build-dir>/qemu/build-asan) and run "
                      "the series' own qtests and test-hmp there")
     chk.set_defaults(func=cmd_check)
+
+    drf = sub.add_parser(
+        "drift", help="what a new QEMU release does to the series: "
+        "anchors, probes, files",
+        description="Walk the spec on the --from release and on the "
+        "--qemu one, as generate applies it, without stopping at a "
+        "failure.  Lists the probes that flip; each change whose anchor "
+        "moved, is ambiguous or missing (with its nearest candidates in the "
+        "new tree: a renamed function, the match in another function, the "
+        "most similar lines), or that only one release takes (`when:`); "
+        "how many lines changed upstream in each file the series reads; "
+        "then what to fix, or what to review.  Exit status 0 when the "
+        "series renders on --qemu, 1 when it does not.")
+    drf.add_argument("--qemu", required=True, metavar="PATH",
+                     help="the new release: " + qemu_help)
+    drf.add_argument("--from", dest="from_qemu", metavar="PATH",
+                     default=str(PINNED_QEMU),
+                     help="the release the series renders on today "
+                     "(default: the pinned one, %(default)s)")
+    drf.add_argument("--json", type=Path, metavar="FILE",
+                     help="also write the report as JSON")
+    add_spec_arguments(drf, "the spec")
+    drf.set_defaults(func=cmd_drift)
+
+    dif = sub.add_parser(
+        "diff", help="compare two generated series (git range-diff), "
+        "upstream context drift apart from changes to the series",
+        description="Commit each series onto its base and pair the patches "
+        "with git range-diff.  Each pair is: same (only line numbers "
+        "differ), context (the same lines added and removed and the same "
+        "message: only the upstream context changed), changed (a change to "
+        "the series itself, shown as range-diff shows it), added or "
+        "dropped.  Two versions of the series on one release (--qemu), or "
+        "the same spec on two releases (--qemu and --new-qemu).")
+    dif.add_argument("old", type=Path, metavar="OLD_SERIES",
+                     help="a directory of NNNN-*.patch files")
+    dif.add_argument("new", type=Path, metavar="NEW_SERIES",
+                     help="a directory of NNNN-*.patch files")
+    dif.add_argument("--qemu", required=True, metavar="PATH",
+                     help="the base of OLD_SERIES (and of NEW_SERIES without "
+                     "--new-qemu): " + qemu_help)
+    dif.add_argument("--new-qemu", metavar="PATH",
+                     help="the base of NEW_SERIES, when it is another release")
+    dif.add_argument("--json", type=Path, metavar="FILE",
+                     help="also write the pairs as JSON")
+    dif.set_defaults(func=cmd_diff)
     return parser
 
 

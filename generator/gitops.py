@@ -147,15 +147,6 @@ def resolve_commit(path: Path, rev: str) -> str | None:
         return None
 
 
-def read_blob(path: Path, commit: str, file: str) -> str | None:
-    """`file` as committed in `commit`; None if git cannot give it."""
-    try:
-        return open_repo(path).git.show(f"{commit}:{file}")
-    except (git.InvalidGitRepositoryError, git.NoSuchPathError,
-            git.GitCommandError):
-        return None
-
-
 def tag(repo: git.Repo, name: str) -> None:
     repo.git.tag(name)
 
@@ -273,3 +264,99 @@ def read(path: Path, *args, ok_codes: tuple = (0,)) -> str:
             return ""       # e.g. git grep's "no match"
         raise ToolError(f"git {args[0]} in {path}: {git_message(e)}")
     return out.decode("utf-8", errors="replace")
+
+def read_blob(repo_path: Path, commit: str, path: str) -> str | None:
+    """The text of `path` at `commit`, or None if the commit has no such
+    file (read from the object store: no work tree needed)."""
+    try:
+        blob = open_repo(repo_path).commit(commit).tree / path
+    except (KeyError, ValueError, git.BadName, git.InvalidGitRepositoryError,
+            git.NoSuchPathError, git.GitCommandError):
+        return None
+    return blob.data_stream.read().decode("utf-8", errors="replace")
+
+
+def union_repo(dest: Path, sources) -> git.Repo:
+    """An empty repository at `dest` that sees every object of `sources`
+    through git's alternates, so that commits of unrelated trees (two
+    releases unpacked apart) can be compared without copying them."""
+    repo = init_repo(dest)
+    alternates = Path(repo.git_dir) / "objects" / "info" / "alternates"
+    alternates.parent.mkdir(parents=True, exist_ok=True)
+    alternates.write_text("".join(
+        f"{Path(open_repo(s).git_dir).resolve() / 'objects'}\n"
+        for s in sources))
+    return repo
+
+
+def numstat(repo: git.Repo, old: str, new: str, paths) -> dict:
+    """path -> (lines added, lines removed) between two commits of `repo`;
+    a path that did not change is absent."""
+    out = repo.git.diff("--numstat", "--no-renames", old, new, "--",
+                        *sorted(paths))
+    stats = {}
+    for line in out.splitlines():
+        added, removed, path = line.split("\t", 2)
+        stats[path] = (int(added) if added != "-" else 0,
+                       int(removed) if removed != "-" else 0)
+    return stats
+
+
+def grep(repo_path: Path, commit: str, pattern: str, pathspecs) -> list:
+    """(path, line number, text) of each line at `commit` matching the
+    extended regex `pattern`."""
+    try:
+        out = open_repo(repo_path).git.grep("-n", "-E", "-e", pattern,
+                                            commit, "--", *pathspecs)
+    except git.GitCommandError as e:
+        if e.status == 1:       # no match
+            return []
+        raise ToolError(f"git grep failed: {git_message(e)}")
+    hits = []
+    for line in out.splitlines():
+        _, path, number, text = line.split(":", 3)
+        hits.append((path, int(number), text))
+    return hits
+
+
+def commit_patches(repo: git.Repo, base: str, patches) -> str:
+    """Commit each format-patch file on top of `base` without a work tree
+    (a private index, `git apply --cached`, the message and author from
+    `git mailinfo`); return the tip.  A patch that does not apply raises
+    CheckFailed."""
+    index = Path(repo.git_dir) / f"index-{base[:12]}"
+    tip = base
+    with repo.git.custom_environment(GIT_INDEX_FILE=str(index)):
+        repo.git.read_tree(base)
+        for patch in patches:
+            patch = Path(patch).resolve()
+            msg = Path(repo.git_dir) / "mailinfo-msg"
+            with open(patch, "rb") as mbox:
+                info = repo.git.mailinfo(str(msg), os.devnull,
+                                         istream=mbox)
+            headers = dict(line.split(": ", 1) for line in info.splitlines()
+                           if ": " in line)
+            msg.write_text(headers.get("Subject", "") + "\n\n"
+                           + msg.read_text(encoding="utf-8"),
+                           encoding="utf-8")
+            try:
+                repo.git.apply("--cached", str(patch))
+            except git.GitCommandError as e:
+                raise CheckFailed(f"{patch.name} does not apply:\n"
+                                  f"{git_message(e)}")
+            tree = repo.git.write_tree()
+            env = identity_env(f"{headers.get('Author', 'unknown')} "
+                               f"<{headers.get('Email', 'unknown')}>",
+                               headers.get("Date", BASE_DATE))
+            with repo.git.custom_environment(**env):
+                tip = repo.git.commit_tree(tree, "-p", tip, "-F", str(msg))
+    index.unlink(missing_ok=True)
+    return tip
+
+
+def range_diff(repo: git.Repo, old: str, new: str) -> str:
+    """`git range-diff old new` (two `base..tip` ranges), without colour."""
+    try:
+        return repo.git.range_diff("--no-color", old, new)
+    except git.GitCommandError as e:
+        raise ToolError(f"git range-diff failed: {git_message(e)}")

@@ -1,0 +1,123 @@
+"""`gen-series diff`: two generated series compared patch by patch.
+
+Each series is committed onto its own base (two versions of the series on
+one release, or the same version on two releases), then `git range-diff`
+pairs the patches.  A pair range-diff calls different is then told apart:
+
+    same     nothing differs but line numbers
+    context  the same lines added and removed, the same message: only the
+             upstream context around them moved or changed (release drift)
+    changed  lines added or removed, or the message, differ: a change to
+             the series itself (e.g. a `when:` alternative)
+    added    only in the new series
+    dropped  only in the old series
+"""
+
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import unidiff
+
+from generator import gitops, patchfiles
+from generator.errors import ToolError
+from generator.qemutree import BaseTree
+
+SUMMARY_RE = re.compile(r"^\s*(\d+|-):\s+(\S+) ([=!<>]) +(\d+|-):\s+(\S+) (.*)$")
+VERDICTS = {"=": "same", "<": "dropped", ">": "added"}
+NUMBERING_RE = re.compile(r"^Subject: \[[^\]]*\] ", re.MULTILINE)
+
+
+@dataclass
+class Pair:
+    old: str | None             # patch file names
+    new: str | None
+    subject: str
+    verdict: str                # same, context, changed, added, dropped
+    range_diff: str = ""        # range-diff's own text for the pair
+
+
+def _check_base(series_dir: Path, base: BaseTree) -> None:
+    """The series was made on `base` (the cover letter says on which)."""
+    cover = Path(series_dir) / "0000-cover-letter.patch"
+    if not cover.is_file():
+        return
+    found = re.search(r"^base-commit: ([0-9a-f]+)$",
+                      cover.read_text(encoding="utf-8"), re.MULTILINE)
+    if found and found.group(1) != base.commit:
+        raise ToolError(f"{series_dir}: made on base-commit "
+                        f"{found.group(1)[:12]}, but {base.origin} is "
+                        f"{base.commit[:12]} (QEMU {base.version})")
+
+
+def essence(patch: Path) -> tuple:
+    """What a patch says and does, without where: its message (numbering
+    dropped) and, per file, the lines it removes and adds."""
+    text = patch.read_text(encoding="utf-8")
+    head = NUMBERING_RE.sub("Subject: ", text.split("\n---\n", 1)[0])
+    message = head[head.find("Subject: "):]
+    files = tuple((f.path, tuple(line.value for h in f for line in h
+                                 if line.is_removed),
+                   tuple(line.value for h in f for line in h
+                         if line.is_added))
+                  for f in unidiff.PatchSet(text))
+    return message, files
+
+
+def compare(old: BaseTree, old_dir: Path, new: BaseTree, new_dir: Path,
+            progress=lambda msg: None) -> list:
+    """The pairs of patches of two series, in range-diff's order."""
+    for series_dir, base in ((old_dir, old), (new_dir, new)):
+        _check_base(series_dir, base)
+    old_files = patchfiles.series_files(Path(old_dir))
+    new_files = patchfiles.series_files(Path(new_dir))
+    with tempfile.TemporaryDirectory(prefix="gen-series-diff-") as tmp:
+        repo = gitops.union_repo(Path(tmp), [old.repo, new.repo])
+        progress(f"committing {len(old_files)} patches onto QEMU "
+                 f"{old.version}")
+        old_tip = gitops.commit_patches(repo, old.commit, old_files)
+        progress(f"committing {len(new_files)} patches onto QEMU "
+                 f"{new.version}")
+        new_tip = gitops.commit_patches(repo, new.commit, new_files)
+        text = gitops.range_diff(repo, f"{old.commit}..{old_tip}",
+                                 f"{new.commit}..{new_tip}")
+    pairs = []
+    for line in text.splitlines():
+        m = SUMMARY_RE.match(line)
+        if m is None:
+            if pairs:
+                pairs[-1].range_diff += line + "\n"
+            continue
+        a, _, mark, b, _, subject = m.groups()
+        before = old_files[int(a) - 1] if a != "-" else None
+        after = new_files[int(b) - 1] if b != "-" else None
+        verdict = VERDICTS.get(mark) or (
+            "context" if essence(before) == essence(after) else "changed")
+        pairs.append(Pair(before and before.name, after and after.name,
+                          subject, verdict))
+    return pairs
+
+
+def format_pairs(pairs: list, old: str, new: str) -> str:
+    counts = {v: sum(p.verdict == v for p in pairs)
+              for v in ("same", "context", "changed", "added", "dropped")}
+    out = [f"{old} -> {new}: " + ", ".join(f"{n} {v}" for v, n in
+                                           counts.items()), ""]
+    for p in pairs:
+        out.append(f"  {p.verdict:8} {(p.old or '-')[:4]:>4} -> "
+                   f"{(p.new or '-')[:4]:>4}  {p.subject}")
+    series_changes = [p for p in pairs if p.verdict != "same"
+                      and p.verdict != "context"]
+    if series_changes:
+        out += ["", "changes to the series (git range-diff):"]
+        for p in series_changes:
+            out.append(f"  {p.verdict} {p.old or '-'} -> {p.new or '-'}")
+            out.append(p.range_diff.rstrip("\n"))
+    return "\n".join(out) + "\n"
+
+
+def to_json(pairs: list) -> str:
+    import dataclasses
+    import json
+    return json.dumps([dataclasses.asdict(p) for p in pairs], indent=2) + "\n"
