@@ -13,6 +13,7 @@ edit actions use.
 
 import re
 from dataclasses import dataclass
+from itertools import accumulate
 
 from generator.csyntax import is_c, parse, scope_nodes, walk
 from generator.source import SourceInfo
@@ -125,14 +126,13 @@ def _statement_around(node, scope):
 def resolve(text: str, path: str, anchor: Anchor) -> Region:
     """The lines `anchor` designates in `text` (the contents of `path`)."""
     lines = text.splitlines(keepends=True)
-    tree = parse(text) if is_c(path) else None
     if anchor.scope_kind == "qapi":
         scope = _qapi_region(lines, anchor.scope_name)
     elif anchor.scope_kind:
-        if tree is None:
+        if not is_c(path):
             raise NotFound(f"a {anchor.scope_kind} scope needs a C file")
-        nodes = list(scope_nodes(tree.root_node, anchor.scope_kind,
-                                  anchor.scope_name))
+        root = parse(text, path).root_node
+        nodes = list(scope_nodes(root, anchor.scope_kind, anchor.scope_name))
         if not nodes:
             raise NotFound(f"{anchor.scope_kind} '{anchor.scope_name}' "
                            "not found")
@@ -146,9 +146,7 @@ def resolve(text: str, path: str, anchor: Anchor) -> Region:
     if anchor.match is None:
         return scope
 
-    offsets = [0]
-    for line in lines:
-        offsets.append(offsets[-1] + len(line))
+    offsets = [0, *accumulate(map(len, lines))]
     window = text[offsets[scope.start]:offsets[scope.end]]
     hits = list(anchor.match.finditer(window))
     where = f" in {anchor.scope_kind} '{anchor.scope_name}'" \

@@ -1,7 +1,9 @@
 """C syntax trees (tree-sitter-c): the one parser every module shares.
 
 `parse()` keeps the trees of the texts seen last, so that the probes, the
-edits and the checks of one run parse each file's text once.
+edits and the checks of one run parse each file's text once; given the
+file's path, it re-parses an edited text incrementally from the tree of
+the file's previous text (a series edits the same big files many times).
 """
 
 from collections import OrderedDict
@@ -15,6 +17,7 @@ C_SUFFIXES = (".c", ".h", ".inc", ".c.inc", ".h.inc")
 
 _TREES: "OrderedDict[str, tree_sitter.Tree]" = OrderedDict()
 _TREES_KEPT = 16
+_LAST: dict[str, tuple[bytes, tree_sitter.Tree]] = {}   # path -> text, tree
 
 
 @lru_cache(maxsize=1)
@@ -26,26 +29,75 @@ def is_c(path: str) -> bool:
     return path.endswith(C_SUFFIXES)
 
 
-def parse(text: str) -> tree_sitter.Tree:
-    """The syntax tree of `text` (shared: do not edit it)."""
+def parse(text: str, path: str | None = None) -> tree_sitter.Tree:
+    """The syntax tree of `text`, the contents of `path` if given (shared:
+    do not edit it)."""
     tree = _TREES.get(text)
-    if tree is None:
-        tree = _parser().parse(text.encode())
-        _TREES[text] = tree
-        if len(_TREES) > _TREES_KEPT:
-            _TREES.popitem(last=False)
-    else:
+    if tree is not None:
         _TREES.move_to_end(text)
+        return tree
+    data = text.encode()
+    last = _LAST.get(path) if path else None
+    if last is not None:
+        old = last[1].copy()
+        _describe_edit(old, last[0], data)
+        tree = _parser().parse(data, old)
+    else:
+        tree = _parser().parse(data)
+    if path:
+        _LAST[path] = (data, tree)
+    _TREES[text] = tree
+    if len(_TREES) > _TREES_KEPT:
+        _TREES.popitem(last=False)
     return tree
 
 
-def walk(node: tree_sitter.Node) -> Iterator[tree_sitter.Node]:
-    """`node` and every node below it, in source order."""
+def _common_prefix(a: bytes, b: bytes) -> int:
+    n, step = 0, 4096
+    limit = min(len(a), len(b))
+    while n < limit:
+        if a[n:n + step] == b[n:n + step]:
+            n += step
+        elif step > 1:
+            step = max(1, step // 16)
+        else:
+            break
+    return min(n, limit)
+
+
+def _point(data: bytes, offset: int) -> tuple[int, int]:
+    row = data.count(b"\n", 0, offset)
+    return row, offset - (data.rfind(b"\n", 0, offset) + 1)
+
+
+def _describe_edit(tree: tree_sitter.Tree, old: bytes, new: bytes) -> None:
+    """Tell `tree` (of `old`) which bytes became `new`'s."""
+    start = _common_prefix(old, new)
+    tail = _common_prefix(old[start:][::-1], new[start:][::-1])
+    old_end, new_end = len(old) - tail, len(new) - tail
+    tree.edit(start_byte=start, old_end_byte=old_end, new_end_byte=new_end,
+              start_point=_point(old, start),
+              old_end_point=_point(old, old_end),
+              new_end_point=_point(new, new_end))
+
+
+def walk(node: tree_sitter.Node,
+         skip: tuple[str, ...] = ()) -> Iterator[tree_sitter.Node]:
+    """`node` and every node below it, in source order; nodes of a type in
+    `skip` are yielded but not entered."""
     stack = [node]
     while stack:
         n = stack.pop()
         yield n
-        stack.extend(reversed(n.children))
+        if n.type not in skip:
+            stack.extend(reversed(n.children))
+
+
+# What a definition cannot be inside of: a function's body holds no
+# function definition (and no file-scope declaration); skipping bodies
+# makes a lookup visit a few thousand nodes of a big file, not a million.
+NOT_FILE_SCOPE = ("compound_statement", "parameter_list", "initializer_list",
+                  "argument_list")
 
 
 def declared_name(declarator: tree_sitter.Node | None) -> str | None:
@@ -61,8 +113,9 @@ def declared_name(declarator: tree_sitter.Node | None) -> str | None:
 def scope_nodes(root: tree_sitter.Node, kind: str,
                 name: str) -> Iterator[tree_sitter.Node]:
     """The definitions of `name` below `root`: kind is function, struct,
-    enum or (file-scope) declaration."""
-    for n in walk(root):
+    enum or (file-scope) declaration.  Structs and enums declared inside a
+    function body are not found."""
+    for n in walk(root, skip=NOT_FILE_SCOPE):
         if kind == "function" and n.type == "function_definition":
             if declared_name(n.child_by_field_name("declarator")) == name:
                 yield n

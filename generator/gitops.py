@@ -7,7 +7,9 @@ failure leaves this module as a ToolError (or CheckFailed, for `git am`)
 naming the repository and what git said, never as GitCommandError.
 """
 
+import datetime
 import os
+import subprocess
 from pathlib import Path
 
 import git
@@ -108,6 +110,88 @@ def scratch_clone(source: Path, commit: str, dest: Path,
         raise ToolError(f"cannot check out {commit[:12]} of {source}: "
                         f"{git_message(e)}")
     return repo
+
+
+def scratch_repo(source: Path, dest: Path) -> git.Repo:
+    """An empty repository at `dest` that sees `source`'s objects (git
+    alternates): commits can be written on top of any of its commits
+    without a clone or a work tree; `source` is only read."""
+    try:
+        objects = Path(open_repo(source).common_dir) / "objects"
+    except (git.InvalidGitRepositoryError, git.NoSuchPathError) as e:
+        raise ToolError(f"{source}: not a git repository ({e})")
+    repo = init_repo(dest)
+    (Path(repo.git_dir) / "objects" / "info" / "alternates").write_text(
+        f"{objects.resolve()}\n")
+    return repo
+
+
+def read_files(repo: git.Repo, commit: str, paths) -> dict:
+    """{path: (mode, bytes)} of the `paths` that `commit` has (one
+    long-lived `git cat-file` serves them all).  A file whose object cannot
+    be read is a ToolError, not a missing file."""
+    try:
+        tree = repo.commit(commit).tree
+    except (ValueError, git.BadName, git.GitCommandError) as e:
+        raise ToolError(f"git cannot read commit {commit[:12]}: {e}")
+    found = {}
+    for path in paths:
+        try:
+            blob = tree / path
+        except KeyError:
+            continue        # not in the tree: the caller reports it
+        try:
+            found[path] = (blob.mode, blob.data_stream.read())
+        except (ValueError, git.GitCommandError) as e:
+            raise ToolError(f"git cannot read {path}: {e}")
+    return found
+
+
+def stripspace(message: str) -> str:
+    """The message as `git commit -m` stores it (git stripspace: trailing
+    blanks and surplus blank lines gone, one final newline)."""
+    lines = [line.rstrip() for line in message.splitlines()]
+    out: list = []
+    for line in lines:
+        if line or (out and out[-1]):
+            out.append(line)
+    while out and not out[-1]:
+        out.pop()
+    return "\n".join(out) + "\n" if out else ""
+
+
+def write_commits(repo: git.Repo, base: str, commits, author: str,
+                  date: str) -> str:
+    """Write `commits` ([(message, {path: (mode, bytes)})], oldest first)
+    on top of `base` with one `git fast-import` stream, authored and
+    committed by `author` at `date` (ISO 8601); return the last one."""
+    name, _, email = author.partition(" <")
+    when = datetime.datetime.fromisoformat(date)
+    offset = int(when.utcoffset().total_seconds() // 60)
+    stamp = (f"{int(when.timestamp())} {'-' if offset < 0 else '+'}"
+             f"{abs(offset) // 60:02d}{abs(offset) % 60:02d}")
+    ident = f"{name} <{email.rstrip('>')}> {stamp}".encode()
+    ref = b"refs/heads/series"
+    stream = bytearray(f"reset {ref.decode()}\nfrom {base}\n\n".encode())
+    for message, files in commits:
+        text = stripspace(message).encode()
+        stream += b"commit " + ref + b"\n"
+        stream += b"author " + ident + b"\ncommitter " + ident + b"\n"
+        stream += b"data %d\n" % len(text) + text + b"\n"
+        for path, (mode, data) in sorted(files.items()):
+            stream += b"M %o inline %s\n" % (mode, path.encode())
+            stream += b"data %d\n" % len(data) + data + b"\n"
+        stream += b"\n"
+    # a scratch pack read once by format-patch: not worth compressing
+    proc = subprocess.run(["git", "-c", "core.compression=0",
+                           "fast-import", "--quiet", "--done", "--depth=0"],
+                          input=bytes(stream) + b"done\n",
+                          cwd=repo.git_dir, env={**os.environ, **GIT_ENV},
+                          capture_output=True)
+    if proc.returncode != 0:
+        raise ToolError("git fast-import: " + proc.stderr.decode(
+            errors="replace").strip())
+    return _run(repo, "rev-parse", ref.decode())
 
 
 def checkout_file(repo: git.Repo, path: str) -> None:
@@ -236,10 +320,10 @@ def restore(repo: git.Repo, path: str) -> None:
 
 
 def format_patch(repo: git.Repo, base: str, out: Path, author: str,
-                 date: str, subject_prefix: str) -> list:
-    """`git format-patch --cover-letter --base` of base..HEAD into `out`,
+                 date: str, subject_prefix: str, tip: str = "HEAD") -> list:
+    """`git format-patch --cover-letter --base` of base..tip into `out`,
     byte-stable: fixed identity and date, zero From line, no signature."""
-    _run(repo, "format-patch", f"{base}..HEAD", o=str(out),
+    _run(repo, "format-patch", f"{base}..{tip}", o=str(out),
          cover_letter=True, base=base, zero_commit=True, no_signature=True,
          numbered=True, subject_prefix=subject_prefix, abbrev=12,
          env=identity_env(author, date))

@@ -62,10 +62,22 @@ def _verbatim(templates: Path, missing_ok: bool):
     return verbatim
 
 
+def _bytecode_cache() -> jinja2.BytecodeCache | None:
+    from generator.qemutree import cache_dir
+    directory = cache_dir() / "jinja"
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None     # no cache: slower, same output
+    return jinja2.FileSystemBytecodeCache(str(directory))
+
+
 def make_env(templates: Path, missing_data_ok: bool = False
              ) -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(templates)),
+        # compiled templates kept between runs (keyed by their source)
+        bytecode_cache=_bytecode_cache(),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         trim_blocks=True,

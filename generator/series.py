@@ -5,6 +5,7 @@ the spec, git's user configuration ignored, and files written only when
 their contents change.
 """
 
+import errno
 import tempfile
 from pathlib import Path
 
@@ -103,62 +104,87 @@ def generate(series: Series, base: BaseTree, out: Path,
     yet leaves its file as it is (`gen-series tables` renders the series
     that way to make the expected ACPI tables for a new release)."""
     env = make_env(series.templates, missing_data_ok)
-    with tempfile.TemporaryDirectory(prefix="gen-series-") as tmp:
-        tmp = Path(tmp)
-        progress(f"cloning the QEMU {base.version} base")
-        root = tmp / "tree"
-        try:
-            repo = gitops.scratch_clone(base.repo, base.commit, root,
-                                        sparse=True)
-            for path in sorted({p.file for p in series.probes.values()} |
-                               {c.file for p in series.patches
-                                for c in p.changes}):
-                gitops.checkout_file(repo, path)
-        except ToolError as e:
-            raise base.unreadable(e.msg) from None
-        facts = evaluate_probes(series, root, base.version)
-        context = template_context(series, base, facts)
-        applied = []
-        patches = [p for p in series.patches
-                   if p.when is None or p.when.holds(facts)]
-        for n, patch in enumerate(patches, 1):
-            progress(f"[{n}/{len(patches)}] {patch.subject}")
-            changed = set()
-            for change in patch.changes:
-                if change.when and not change.when.holds(facts):
-                    continue
-                text = None
-                if change.template:
-                    text = render(env, series.templates, change.template,
-                                  {**context, **change.params}, change.info)
-                if change.action == "copy-file":
-                    source = copy_source(series, env, change, context)
-                    if not source.is_file():
-                        if missing_data_ok:
-                            continue
-                        raise AnchorError(
-                            f"{display_path(source)}: no such file for QEMU "
-                            f"{base.version}; `gen-series tables` makes it",
-                            change.info)
-                    text = source.read_bytes()
-                edits.apply_change(root, change, text, base.version)
-                changed.add(change.file)
-            appendix = render(env, series.templates, patch.message_template,
-                              context, patch.info) \
-                if patch.message_template else ""
-            if not gitops.commit_paths(repo, changed,
-                                       _commit_message(series, patch,
-                                                       appendix),
-                                       series.author, series.date):
-                raise CheckFailed(f"patch '{patch.id}' changes nothing on "
-                                  f"QEMU {base.version}", patch.info)
-            applied.append((patch, changed))
+    try:
+        with tempfile.TemporaryDirectory(prefix="gen-series-") as tmp:
+            written = _render_series(series, base, Path(tmp), env, progress,
+                                     missing_data_ok)
+            return outdir.replace_series(out, written)
+    except OSError as e:
+        # the scratch files (or the pipe to git) in the temporary directory
+        what = "the disk is full" if e.errno in (errno.ENOSPC, errno.EDQUOT) \
+            else e.strerror
+        raise ToolError(f"cannot stage the series in {tempfile.gettempdir()}: "
+                        f"{what}; --out {out} is unchanged")
 
-        staged = tmp / "out"
-        files = gitops.format_patch(repo, base.commit, staged, series.author,
-                                    series.date, subject_prefix(series))
-        _fill_cover_letter(files[0], series)
-        validate(series, files[1:], applied)
 
-        return outdir.replace_series(out, {f.name: f.read_bytes()
-                                           for f in files})
+def _render_series(series: Series, base: BaseTree, tmp: Path, env, progress,
+                   missing_data_ok: bool) -> dict:
+    """The series' files {name: bytes}, made in the scratch dir `tmp`."""
+    progress(f"reading the QEMU {base.version} base")
+    # only the files the spec reads are written out, into a plain
+    # directory; the commits are written from it in one stream
+    root = tmp / "tree"
+    try:
+        repo = gitops.scratch_repo(base.repo, tmp / "git")
+        files = gitops.read_files(
+            repo, base.commit,
+            sorted({p.file for p in series.probes.values()} |
+                   {c.file for p in series.patches for c in p.changes}))
+    except ToolError as e:
+        raise base.unreadable(e.msg) from None
+    for path, (_, data) in files.items():
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_bytes(data)
+    facts = evaluate_probes(series, root, base.version)
+    context = template_context(series, base, facts)
+    applied, commits = [], []
+    patches = [p for p in series.patches
+               if p.when is None or p.when.holds(facts)]
+    for n, patch in enumerate(patches, 1):
+        progress(f"[{n}/{len(patches)}] {patch.subject}")
+        changed = set()
+        for change in patch.changes:
+            if change.when and not change.when.holds(facts):
+                continue
+            text = None
+            if change.template:
+                text = render(env, series.templates, change.template,
+                              {**context, **change.params}, change.info)
+            if change.action == "copy-file":
+                source = copy_source(series, env, change, context)
+                if not source.is_file():
+                    if missing_data_ok:
+                        continue
+                    raise AnchorError(
+                        f"{display_path(source)}: no such file for QEMU "
+                        f"{base.version}; `gen-series tables` makes it",
+                        change.info)
+                text = source.read_bytes()
+            edits.apply_change(root, change, text, base.version)
+            changed.add(change.file)
+        edited = {}
+        for path in sorted(changed):
+            data = (root / path).read_bytes()
+            mode, before = files.get(path, (0o100644, None))
+            if data != before:
+                edited[path] = files[path] = (mode, data)
+        if not edited:
+            raise CheckFailed(f"patch '{patch.id}' changes nothing on "
+                              f"QEMU {base.version}", patch.info)
+        appendix = render(env, series.templates, patch.message_template,
+                          context, patch.info) \
+            if patch.message_template else ""
+        commits.append((_commit_message(series, patch, appendix),
+                        edited))
+        applied.append((patch, changed))
+
+    tip = gitops.write_commits(repo, base.commit, commits, series.author,
+                               series.date)
+    staged = tmp / "out"
+    written = gitops.format_patch(repo, base.commit, staged, series.author,
+                                  series.date, subject_prefix(series),
+                                  tip)
+    _fill_cover_letter(written[0], series)
+    validate(series, written[1:], applied)
+
+    return {f.name: f.read_bytes() for f in written}
