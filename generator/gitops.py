@@ -78,21 +78,15 @@ def init_repo(path: Path) -> git.Repo:
 def commit_all(repo: git.Repo, message: str, author: str, date: str,
                force: bool = False) -> str:
     """Commit the whole work tree with a fixed identity and date."""
-    repo.git.add("-A", *(["-f"] if force else []), ".")
-    with repo.git.custom_environment(**identity_env(author, date)):
-        repo.git.commit("-q", "--no-verify", "--allow-empty-message",
-                        "-m", message)
+    _run(repo, "add", "-A", *(["-f"] if force else []), ".")
+    _run(repo, "commit", "-q", "--no-verify", "--allow-empty-message",
+         "-m", message, env=identity_env(author, date))
     return repo.head.commit.hexsha
 
 
-def scratch_clone(source: Path, commit: str, dest: Path,
-                  sparse: bool = False) -> git.Repo:
-    """A throw-away clone of `source` at `commit`; `source` is only read.
-
-    A sparse clone has the commit in its index but no files in its work
-    tree: callers check out the few files they edit (`checkout_file`),
-    which is much faster than writing a whole QEMU tree.
-    """
+def scratch_clone(source: Path, commit: str, dest: Path) -> git.Repo:
+    """A clone of `source` at `commit` (sharing its objects); `source` is
+    only read."""
     try:
         git.Repo.clone_from(str(source), str(dest), shared=True,
                             no_checkout=True, env=GIT_ENV)
@@ -100,11 +94,7 @@ def scratch_clone(source: Path, commit: str, dest: Path,
         raise ToolError(f"cannot clone {source}: {git_message(e)}")
     repo = open_repo(dest)
     try:
-        if sparse:
-            repo.git.update_ref("--no-deref", "HEAD", commit)
-            repo.git.read_tree(commit)
-        else:
-            repo.git.checkout("-q", "--detach", commit)
+        repo.git.checkout("-q", "--detach", commit)
     except git.GitCommandError as e:
         # the clone shares the source's objects: one missing there
         raise ToolError(f"cannot check out {commit[:12]} of {source}: "
@@ -194,23 +184,6 @@ def write_commits(repo: git.Repo, base: str, commits, author: str,
     return _run(repo, "rev-parse", ref.decode())
 
 
-def checkout_file(repo: git.Repo, path: str) -> None:
-    """Bring one file of HEAD into a sparse clone's work tree, if it exists.
-
-    A file that is in the tree but cannot be read (an object missing from a
-    damaged repository) is a ToolError, not the file missing that a spec's
-    anchor would be blamed for."""
-    target = Path(repo.working_tree_dir) / path
-    if target.exists():
-        return
-    if not repo.git.ls_tree("HEAD", "--", path):
-        return      # not in the tree: the caller reports it
-    try:
-        repo.git.checkout("HEAD", "--", path)
-    except git.GitCommandError as e:
-        raise ToolError(f"git cannot read {path}: {git_message(e)}")
-
-
 def work_tree_top(path: Path) -> Path | None:
     """The top of the git work tree `path` is in; None if it is in none."""
     try:
@@ -232,7 +205,7 @@ def resolve_commit(path: Path, rev: str) -> str | None:
 
 
 def tag(repo: git.Repo, name: str) -> None:
-    repo.git.tag(name)
+    _run(repo, "tag", name)
 
 
 def held_by_git(directory: Path, names: list) -> set:
@@ -255,17 +228,6 @@ def held_by_git(directory: Path, names: list) -> set:
         in_index[name] = info.split()[1]
     return {name for name, sha in zip(names, current, strict=True)
             if in_index.get(name) == sha}
-
-
-def commit_paths(repo: git.Repo, paths, message: str, author: str,
-                 date: str) -> bool:
-    """Commit `paths` only; False if they did not change anything."""
-    repo.git.add("--", *sorted(paths))
-    if not repo.git.diff("--cached", "--name-only"):
-        return False
-    with repo.git.custom_environment(**identity_env(author, date)):
-        repo.git.commit("-q", "--no-verify", "-m", message)
-    return True
 
 
 def git_message(e: git.GitCommandError) -> str:
@@ -376,8 +338,8 @@ def union_repo(dest: Path, sources) -> git.Repo:
 def numstat(repo: git.Repo, old: str, new: str, paths) -> dict:
     """path -> (lines added, lines removed) between two commits of `repo`;
     a path that did not change is absent."""
-    out = repo.git.diff("--numstat", "--no-renames", old, new, "--",
-                        *sorted(paths))
+    out = _run(repo, "diff", "--numstat", "--no-renames", old, new, "--",
+               *sorted(paths))
     stats = {}
     for line in out.splitlines():
         added, removed, path = line.split("\t", 2)
@@ -411,13 +373,13 @@ def commit_patches(repo: git.Repo, base: str, patches) -> str:
     index = Path(repo.git_dir) / f"index-{base[:12]}"
     tip = base
     with repo.git.custom_environment(GIT_INDEX_FILE=str(index)):
-        repo.git.read_tree(base)
+        _run(repo, "read-tree", base)
         for patch in patches:
             patch = Path(patch).resolve()
             msg = Path(repo.git_dir) / "mailinfo-msg"
             with open(patch, "rb") as mbox:
-                info = repo.git.mailinfo(str(msg), os.devnull,
-                                         istream=mbox)
+                info = _run(repo, "mailinfo", str(msg), os.devnull,
+                            istream=mbox)
             headers = dict(line.split(": ", 1) for line in info.splitlines()
                            if ": " in line)
             msg.write_text(headers.get("Subject", "") + "\n\n"
@@ -428,12 +390,12 @@ def commit_patches(repo: git.Repo, base: str, patches) -> str:
             except git.GitCommandError as e:
                 raise CheckFailed(f"{patch.name} does not apply:\n"
                                   f"{git_message(e)}")
-            tree = repo.git.write_tree()
+            tree = _run(repo, "write-tree")
             env = identity_env(f"{headers.get('Author', 'unknown')} "
                                f"<{headers.get('Email', 'unknown')}>",
                                headers.get("Date", BASE_DATE))
-            with repo.git.custom_environment(**env):
-                tip = repo.git.commit_tree(tree, "-p", tip, "-F", str(msg))
+            tip = _run(repo, "commit-tree", tree, "-p", tip, "-F", str(msg),
+                       env=env)
     index.unlink(missing_ok=True)
     return tip
 
