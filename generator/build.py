@@ -10,12 +10,14 @@ ccache is used when installed, keyed on paths relative to the source, so a
 build dir anywhere reuses objects compiled in another.
 """
 
+import fcntl
 import hashlib
 import os
 import shlex
 import shutil
 import subprocess
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -213,11 +215,41 @@ def configure_native(src: Path, build_root: Path, progress) -> Build:
                                      env), env)
 
 
+_HELD: set = set()      # build dirs this process holds the lock of
+
+
+@contextmanager
+def exclusive(build_root: Path, progress):
+    """One gen-series at a time in a build dir: two would `git am` into
+    the same clone.  A second run waits, saying so."""
+    if build_root in _HELD:
+        yield
+        return
+    build_root.mkdir(parents=True, exist_ok=True)
+    with open(build_root / ".gen-series-lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            progress(f"waiting for another gen-series using {build_root}")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        _HELD.add(build_root)
+        try:
+            yield
+        finally:
+            _HELD.discard(build_root)
+
+
 def build(base: BaseTree, series_dir: Path | None, build_root: Path,
           progress, targets: list = ()) -> Path:
     """Apply, configure, build; return the qemu-system-aarch64 path.
     With no series, the unpatched base (to compare against)."""
     build_root = build_root.resolve()
+    with exclusive(build_root, progress):
+        return _build(base, series_dir, build_root, progress, targets)
+
+
+def _build(base: BaseTree, series_dir: Path | None, build_root: Path,
+           progress, targets: list) -> Path:
     patches = series_files(series_dir) if series_dir else []
     src = prepare_source(base, patches, build_root, progress)
     native = configure_native(src, build_root, progress)
@@ -310,8 +342,9 @@ def kvm_host_build(base: BaseTree, series_dir: Path, build_root: Path,
     """Apply and build the KVM-only aarch64 binary; return its path."""
     build_root = build_root.resolve()
     patches = series_files(series_dir)
-    src = prepare_source(base, patches, build_root, progress)
-    return build_kvm_host(src, build_root, patches, progress)
+    with exclusive(build_root, progress):
+        src = prepare_source(base, patches, build_root, progress)
+        return build_kvm_host(src, build_root, patches, progress)
 
 
 def build_kvm_host(src: Path, build_root: Path, patches: list,
@@ -332,11 +365,12 @@ def cross_build(base: BaseTree, series_dir: Path, build_root: Path,
     build_root = build_root.resolve()
     require_cross()
     patches = series_files(series_dir)
-    src = prepare_source(base, patches, build_root, progress)
-    cross = configure_cross(src, build_root, progress)
-    objects = object_targets(cross.dir, touched_c_files(patches))
-    wanted = [o for objs in objects.values() for o in objs]
-    ninja(cross.dir, build_root, wanted, cross.env, progress)
-    check_warnings(build_root / f"ninja-{cross.dir.name}.log",
-                   list(objects), src)
+    with exclusive(build_root, progress):
+        src = prepare_source(base, patches, build_root, progress)
+        cross = configure_cross(src, build_root, progress)
+        objects = object_targets(cross.dir, touched_c_files(patches))
+        wanted = [o for objs in objects.values() for o in objs]
+        ninja(cross.dir, build_root, wanted, cross.env, progress)
+        check_warnings(build_root / f"ninja-{cross.dir.name}.log",
+                       list(objects), src)
     return objects

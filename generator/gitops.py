@@ -9,6 +9,7 @@ naming the repository and what git said, never as GitCommandError.
 
 import datetime
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -247,11 +248,22 @@ def am(repo: git.Repo, patch: Path) -> None:
             repo.git.am("-q", "--3way", "--keep-cr",
                         str(Path(patch).resolve()))
     except git.GitCommandError as e:
-        try:
-            repo.git.am("--abort")
-        except git.GitCommandError:
-            pass
+        _abort_am(repo)
         raise CheckFailed(f"{patch.name} does not apply:\n{git_message(e)}")
+
+
+def _abort_am(repo: git.Repo) -> None:
+    """End a `git am` left half-way (this run's, or a killed one's).  git
+    wants an identity even to abort; if it still refuses, its state
+    directory goes: the caller checks out a clean commit next anyway."""
+    state = Path(repo.git_dir) / "rebase-apply"
+    if not state.exists():
+        return
+    try:
+        with repo.git.custom_environment(**base_committer_env()):
+            repo.git.am("--abort")
+    except git.GitCommandError:
+        shutil.rmtree(state, ignore_errors=True)
 
 
 def base_committer_env() -> dict:
@@ -268,8 +280,7 @@ def is_clean(repo: git.Repo) -> bool:
 def reset_hard(repo: git.Repo, commit: str, keep: tuple = ()) -> None:
     """Check out `commit` detached, dropping every change and untracked file
     but the top-level directories in `keep` (e.g. build dirs)."""
-    if (Path(repo.git_dir) / "rebase-apply").exists():
-        _run(repo, "am", "--abort")
+    _abort_am(repo)
     _run(repo, "checkout", "-q", "-f", "--detach", commit)
     _run(repo, "clean", "-q", "-f", "-d", "-x",
          *(f"--exclude=/{d}/" for d in keep))

@@ -58,6 +58,14 @@ def run(base: BaseTree, series_dir: Path, build_root: Path, series,
     if "invariants" in steps:
         cparse.gnu_parser_class()    # a broken parser install: exit 2 now
     patches = patchfiles.series_files(series_dir)
+    with qbuild.exclusive(build_root, progress):
+        return _run_steps(base, series, patches, build_root, steps, progress,
+                          guest, qtests, asan)
+
+
+def _run_steps(base: BaseTree, series, patches: list, build_root: Path,
+               steps: list, progress, guest: Path | None, qtests: tuple,
+               asan: bool) -> list:
     ctx = CheckRun(base, series,
                    qbuild.prepare_source(base, [], build_root, progress),
                    patches, build_root, progress, guest or default_guest_dir(),
