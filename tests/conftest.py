@@ -2,7 +2,6 @@
 small git trees made for the toolkit's own tests."""
 
 import functools
-import json
 import os
 import shutil
 import subprocess
@@ -10,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from qemu_session import Qemu
 
 from generator import gitops
 
@@ -102,15 +102,7 @@ def unpatched(release: str) -> Path:
 
 
 def qmp(binary: Path, args: list, commands: list) -> list:
-    """Run QEMU (-S, no defaults) with QMP on stdio; return the replies to
-    `commands`, in order."""
-    lines = [json.dumps({"execute": "qmp_capabilities"})]
-    lines += [json.dumps(c) for c in commands]
-    lines.append(json.dumps({"execute": "quit"}))
-    proc = subprocess.run([binary, *args, "-nodefaults", "-display", "none",
-                           "-S", "-qmp", "stdio"], input="\n".join(lines),
-                          capture_output=True, text=True, timeout=60)
-    replies = [json.loads(line) for line in proc.stdout.splitlines()]
-    replies = [r for r in replies if "return" in r or "error" in r]
-    assert len(replies) == len(commands) + 2, proc.stderr
-    return replies[1:1 + len(commands)]
+    """Run QEMU (-S, no defaults) and return its QMP replies to `commands`
+    ({"execute": ...}), in order, each as it is: return or error."""
+    with Qemu(binary, [*args, "-S"]) as vm:
+        return [vm.cmd_obj(c) for c in commands]
