@@ -3,8 +3,10 @@
 from pathlib import Path
 
 from generator import anchors
-from generator.errors import AnchorError
+from generator.errors import AnchorError, GenError
 from generator.model import Change
+from generator.source import SourceInfo
+from generator.specload import decode_text
 
 
 def _lines(text: str) -> list:
@@ -72,12 +74,36 @@ HANDLERS = {
 }
 
 
+def tree_file(root: Path, file: str, info: SourceInfo, where: str) -> Path:
+    """`root / file`, refused when a symbolic link in the tree leads
+    elsewhere (even inside the tree: git would commit the link, not the
+    edit)."""
+    path = Path(root).resolve() / file
+    if path.resolve() != path:
+        raise AnchorError(f"{where}: reached through a symbolic link; "
+                          "gen-series edits only regular files", info)
+    return path
+
+
+def read_tree_file(root: Path, file: str, info: SourceInfo,
+                   release: str) -> str:
+    """The text of an existing file of the tree, for an anchor or probe."""
+    where = f"{file} (QEMU {release})"
+    path = tree_file(root, file, info, where)
+    if not path.is_file():
+        raise AnchorError(f"{where}: no such file", info)
+    try:
+        return decode_text(path.read_bytes(), where)
+    except GenError as e:
+        raise AnchorError(str(e), info)
+
+
 def apply_change(root: Path, change: Change, rendered: str | bytes | None,
                  release: str) -> None:
     """Apply one change to the tree at `root`, in place (`rendered` is the
     source's bytes for copy-file)."""
-    path = root / change.file
     where = f"{change.file} (QEMU {release})"
+    path = tree_file(root, change.file, change.info, where)
     if change.action == "copy-file":
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(rendered)
@@ -89,9 +115,7 @@ def apply_change(root: Path, change: Change, rendered: str | bytes | None,
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(rendered, encoding="utf-8")
         return
-    if not path.is_file():
-        raise AnchorError(f"{where}: no such file", change.info)
-    text = path.read_text(encoding="utf-8")
+    text = read_tree_file(root, change.file, change.info, release)
     try:
         region = anchors.resolve(text, change.file, change.anchor)
         lines = HANDLERS[change.action](_lines(text), region,

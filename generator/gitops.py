@@ -131,3 +131,12 @@ def am(repo: git.Repo, patch: Path) -> None:
         except git.GitCommandError:
             pass
         raise CheckFailed(f"{patch.name} does not apply:\n{git_message(e)}")
+
+
+def is_dirty(path: Path) -> bool:
+    """Whether the work tree at `path` has changes HEAD does not hold
+    (untracked files too; ignored ones aside)."""
+    try:
+        return bool(open_repo(path).git.status("--porcelain"))
+    except git.GitCommandError:
+        return False

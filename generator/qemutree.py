@@ -115,6 +115,8 @@ def resolve_base(qemu: str, progress=lambda msg: None) -> BaseTree:
     if path.is_dir():
         try:
             repo = gitops.open_repo(path)
+            if repo.bare:
+                raise git.InvalidGitRepositoryError(qemu)
             commit = repo.git.rev_parse("HEAD^{commit}")
             top = Path(repo.working_tree_dir)
         except (git.InvalidGitRepositoryError, git.NoSuchPathError,

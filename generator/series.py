@@ -12,11 +12,11 @@ from pathlib import Path
 import unidiff
 
 from generator import anchors, edits, gitops
-from generator.errors import AnchorError, CheckFailed
+from generator.errors import AnchorError, CheckFailed, SpecError
 from generator.model import Series
 from generator.qemutree import BaseTree
 from generator.render import make_env, render, render_string
-from generator.source import display_path
+from generator.source import confined, display_path
 
 PATCH_NAME = re.compile(r"^\d{4}-.*\.patch$")
 
@@ -31,12 +31,8 @@ def evaluate_probes(series: Series, root: Path, release: str) -> dict:
     """Each probe's truth value on the (unpatched) tree at `root`."""
     facts = {}
     for name, probe in series.probes.items():
-        path = root / probe.file
-        if not path.is_file():
-            raise AnchorError(f"{probe.file} (QEMU {release}): no such file",
-                              probe.info)
-        facts[name] = anchors.exists(path.read_text(encoding="utf-8"),
-                                     probe.file, probe.anchor)
+        text = edits.read_tree_file(root, probe.file, probe.info, release)
+        facts[name] = anchors.exists(text, probe.file, probe.anchor)
     return facts
 
 
@@ -95,8 +91,12 @@ def write_if_changed(path: Path, data: bytes) -> None:
 def copy_source(series: Series, env, change, context: dict) -> Path:
     """The data file a copy-file change writes (e.g. an expected ACPI
     table), under the templates directory."""
-    return series.templates / render_string(env, change.source, context,
-                                            change.info)
+    name = render_string(env, change.source, context, change.info)
+    path = confined(series.templates, name)
+    if path is None:
+        raise SpecError(f"source '{name}' is outside "
+                        f"{display_path(series.templates)}/", change.info)
+    return path
 
 
 def generate(series: Series, base: BaseTree, out: Path,

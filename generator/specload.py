@@ -29,6 +29,9 @@ def _construct_mapping(loader, node, deep=False):
     mapping.key_info = {}
     for key_node, value_node in node.value:
         key = loader.construct_object(key_node, deep=True)
+        if not isinstance(key, (str, int, float, bool)) and key is not None:
+            raise SpecError("a key must be a plain scalar",
+                            SourceInfo(loader.name, key_node.start_mark.line + 1))
         if key in mapping:
             raise SpecError(f"duplicate key '{key}'",
                             SourceInfo(loader.name, key_node.start_mark.line + 1))
@@ -44,13 +47,30 @@ _Loader.add_constructor("tag:yaml.org,2002:timestamp",
                         yaml.SafeLoader.construct_yaml_str)
 
 
+def decode_text(data: bytes, name: str) -> str:
+    """UTF-8 text without NUL bytes, as specs, templates and C sources
+    are; otherwise an error naming the file and line."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise SpecError(f"not UTF-8 text (byte {data[e.start]:#04x})",
+                        SourceInfo(name, line))
+    if "\0" in text:
+        raise SpecError("a NUL byte in a text file",
+                        SourceInfo(name, text.count("\n", 0, text.index("\0"))
+                                   + 1))
+    return text
+
+
 def load_yaml(path: Path, display: str | None = None):
     """Parse one YAML file; `display` is the name used in messages."""
     name = display or str(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except OSError as e:
         raise SpecError(f"cannot read spec: {e.strerror}", SourceInfo(name))
+    text = decode_text(data, name)
     loader = _Loader(text)
     loader.name = name
     try:
@@ -60,6 +80,10 @@ def load_yaml(path: Path, display: str | None = None):
         line = mark.line + 1 if mark else None
         raise SpecError(f"invalid YAML: {e.problem or e.context}",
                         SourceInfo(name, line))
+    except yaml.YAMLError as e:     # e.g. a character YAML does not allow
+        raise SpecError(f"invalid YAML: {e}", SourceInfo(name))
+    except RecursionError:
+        raise SpecError("invalid YAML: nested too deeply", SourceInfo(name))
     finally:
         loader.dispose()
     if not isinstance(data, Node):
