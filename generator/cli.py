@@ -391,8 +391,13 @@ def main(argv=None) -> int:
         print("gen-series: interrupted", file=sys.stderr)
         return 130
     except Exception as e:      # the last resort: the contract holds for bugs
-        if args.debug:
-            traceback.print_exc()
-        print(f"gen-series: error: {one_line(describe_unexpected(e))}",
-              file=sys.stderr)
-        return 2
+        return last_resort(e, args)
+
+
+def last_resort(e: Exception, args) -> int:
+    """Anything no stage turned into a GenError: one line and exit 2."""
+    if args.debug:
+        traceback.print_exc()
+    print(f"gen-series: error: {one_line(describe_unexpected(e))}",
+          file=sys.stderr)
+    return 2
