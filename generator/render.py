@@ -138,6 +138,11 @@ def render(env: jinja2.Environment, templates: Path, name: str,
         raise SpecError(f"template syntax error: {e.message}",
                         SourceInfo(display_path(templates / name), e.lineno,
                                    info.item))
+    except jinja2.TemplateNotFound as e:
+        where = _template_location(templates, name)
+        raise SpecError(f"template '{e.message}' not found in "
+                        f"{display_path(templates)}/ (rendering for {info})",
+                        where.at(item=None))
     except jinja2.TemplateError as e:
         where = _template_location(templates, name)
         raise SpecError(f"{e.message} (rendering for {info})",
