@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from generator import anchors
+from generator import anchors, gitops
 from generator.errors import AnchorError, GenError
 from generator.model import Change
 from generator.source import SourceInfo
@@ -79,7 +79,7 @@ def tree_file(root: Path, file: str, info: SourceInfo, where: str) -> Path:
     elsewhere (even inside the tree: git would commit the link, not the
     edit)."""
     path = Path(root).resolve() / file
-    if path.resolve() != path:
+    if path.resolve() != path or gitops.symlink_on_path(root, file):
         raise AnchorError(f"{where}: reached through a symbolic link; "
                           "gen-series edits only regular files", info)
     return path

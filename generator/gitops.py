@@ -140,3 +140,15 @@ def is_dirty(path: Path) -> bool:
         return bool(open_repo(path).git.status("--porcelain"))
     except git.GitCommandError:
         return False
+
+
+def symlink_on_path(root: Path, file: str) -> str | None:
+    """The first of `file` and its parent directories that HEAD of the
+    work tree at `root` holds as a symbolic link, if any (a sparse clone
+    does not have it on disk yet)."""
+    parts = Path(file).parts
+    prefixes = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+    listing = open_repo(root).git.ls_tree("HEAD", "--", *prefixes)
+    links = {line.split("\t", 1)[1] for line in listing.splitlines()
+             if line.startswith("120000 ")}
+    return next((p for p in prefixes if p in links), None)

@@ -71,21 +71,26 @@ def load_yaml(path: Path, display: str | None = None):
     except OSError as e:
         raise SpecError(f"cannot read spec: {e.strerror}", SourceInfo(name))
     text = decode_text(data, name)
-    loader = _Loader(text)
-    loader.name = name
     try:
+        # the reader refuses control characters already here
+        loader = _Loader(text)
+        loader.name = name
         data = loader.get_single_data()
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line = mark.line + 1 if mark else None
         raise SpecError(f"invalid YAML: {e.problem or e.context}",
                         SourceInfo(name, line))
-    except yaml.YAMLError as e:     # e.g. a character YAML does not allow
-        raise SpecError(f"invalid YAML: {e}", SourceInfo(name))
+    except yaml.reader.ReaderError as e:
+        raise SpecError(f"invalid YAML: character {e.character!r} is not "
+                        "allowed", SourceInfo(name, text.count("\n", 0,
+                                                               e.position) + 1))
+    except yaml.YAMLError as e:
+        raise SpecError(f"invalid YAML: {str(e).splitlines()[0]}",
+                        SourceInfo(name))
     except RecursionError:
         raise SpecError("invalid YAML: nested too deeply", SourceInfo(name))
-    finally:
-        loader.dispose()
+    loader.dispose()
     if not isinstance(data, Node):
         raise SpecError("a spec file must be a mapping", SourceInfo(name, 1))
     return data
