@@ -82,7 +82,9 @@ def load_yaml(path: Path, display: str | None = None):
         raise SpecError(f"invalid YAML: {e.problem or e.context}",
                         SourceInfo(name, line))
     except yaml.reader.ReaderError as e:
-        raise SpecError(f"invalid YAML: character {e.character!r} is not "
+        char = e.character if isinstance(e.character, int) \
+            else ord(e.character[:1] or "\0")
+        raise SpecError(f"invalid YAML: character U+{char:04X} is not "
                         "allowed", SourceInfo(name, text.count("\n", 0,
                                                                e.position) + 1))
     except yaml.YAMLError as e:
