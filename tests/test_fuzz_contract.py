@@ -166,7 +166,7 @@ def prepare(tmp: Path, spec_files: list, templates: Path) -> tuple:
     (tmp / "secret.txt").write_text("secret\n")
     (tmp / "templates" / "recursive.c.j2").write_text(
         "{% include 'recursive.c.j2' %}\n")
-    (tmp / "templates" / "divide.c.j2").write_text("{{ 1 // 0 }}\n")
+    (tmp / "templates" / "divide.c.j2").write_text("{{ (1 // 0) }}\n")
     out = tmp / "out"
     out.mkdir()
     (out / "0001-an-older-series.patch").write_text("old\n")
