@@ -218,3 +218,14 @@ def test_an_os_error_is_one_line_naming_the_file(minitree, tmp_path,
 
 def test_a_message_with_a_newline_stays_one_line():
     assert cli.one_line("a\nb\rc") == "a\\nb\\rc"
+
+
+def test_an_os_error_writing_out_is_one_line(minitree, tmp_path):
+    """A directory where a patch file goes: only the write finds it, and
+    the last-resort handler makes the OSError one located line."""
+    out = tmp_path / "out"
+    (out / "0000-cover-letter.patch").mkdir(parents=True)
+    status, stderr = generate(MINI_SPEC, minitree, out)
+    assert status == 2
+    one_error(stderr, "0000-cover-letter.patch")
+    assert (out / "0000-cover-letter.patch").is_dir()
