@@ -20,23 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from generator.anchors import SCOPE_KINDS, Anchor
+from generator.edits import ACTIONS
 from generator.errors import SpecError, ToolError
 from generator.render import make_env, render_string
 from generator.source import SourceInfo, confined, display_path
 from generator.specload import Node, load_yaml
-
-# action -> (needs anchor, needs template); `copy-file` needs a `source`
-ACTIONS = {
-    "insert-before": (True, True),
-    "insert-after": (True, True),
-    "replace": (True, True),
-    "insert-at-start": (True, True),
-    "insert-at-end": (True, True),
-    "replace-match": (True, True),
-    "make-non-static": (True, False),
-    "create-file": (False, True),
-    "copy-file": (False, False),
-}
 
 # invariant kind -> (required, optional) parameters; the checkers are
 # check/invariants.py's CHECKERS
@@ -135,13 +123,21 @@ def _check_keys(node, what: str, required: tuple, optional: tuple = (),
         raise SpecError(f"{what} must be a mapping", _info_of(node) or at)
     allowed = required + optional
     for key in node:
-        if key not in allowed:
-            raise SpecError(f"unknown key '{key}'; valid keys are "
-                            + ", ".join(f"'{k}'" for k in allowed),
-                            node.key_info[key].at(item=node.info.item))
+        _check_name(key, allowed, "key", node.key_info[key].at(
+            item=node.info.item))
     missing = [k for k in required if k not in node]
     if missing:
         raise SpecError(f"missing key '{missing[0]}'", node.info)
+
+
+def _check_name(name, valid, what: str, info: SourceInfo,
+                plural: str | None = None) -> None:
+    """QAPI's "unknown X; valid Xs are ..." for every name a spec picks
+    from a fixed set (keys, actions, invariant kinds, model fields)."""
+    if name not in valid:
+        raise SpecError(f"unknown {what} '{name}'; valid "
+                        f"{plural or what + 's'} are "
+                        + ", ".join(f"'{v}'" for v in valid), info)
 
 
 def _info_of(node) -> SourceInfo | None:
@@ -278,31 +274,24 @@ def _check_change(node, patch_id: str, probes: dict, templates: Path,
     item = node.info.item
     change_id = _check_id(node, "id", seen, "change")
     action = _str(node, "action")
-    if action not in ACTIONS:
-        raise SpecError(f"unknown action '{action}'; valid actions are "
-                        + ", ".join(f"'{a}'" for a in ACTIONS),
-                        node.key_info["action"].at(item=item))
-    needs_anchor, needs_template = ACTIONS[action]
+    _check_name(action, tuple(ACTIONS), "action", _at(node, "action"))
+    needs = ACTIONS[action]
     anchor_node = node.get("anchor")
-    if action == "replace-match" and not (isinstance(anchor_node, Node)
-                                          and "match" in anchor_node):
-        raise SpecError("action 'replace-match' needs an anchor with "
-                        "'match'", node.key_info["action"].at(item=item))
-    for key, needed in (("anchor", needs_anchor), ("template", needs_template)):
+    if needs.match and not (isinstance(anchor_node, Node)
+                            and "match" in anchor_node):
+        raise SpecError(f"action '{action}' needs an anchor with 'match'",
+                        _at(node, "action"))
+    for key, needed in (("anchor", needs.anchor), ("template", needs.template),
+                        ("source", needs.source)):
         if needed and key not in node:
             raise SpecError(f"action '{action}' needs '{key}'", node.info)
         if not needed and key in node:
             raise SpecError(f"action '{action}' takes no '{key}'",
-                            node.key_info[key].at(item=item))
-    if action == "copy-file" and "source" not in node:
-        raise SpecError("action 'copy-file' needs 'source'", node.info)
-    if action != "copy-file" and "source" in node:
-        raise SpecError(f"action '{action}' takes no 'source'",
-                        node.key_info["source"].at(item=item))
+                            _at(node, key))
     anchor = _check_anchor(anchor_node, item, _at(node, "anchor")) \
-        if needs_anchor else None
+        if needs.anchor else None
     template = _check_template(node, "template", templates, item) \
-        if needs_template else None
+        if needs.template else None
     return Change(change_id, _tree_path(node, "file"), action, anchor,
                   template, _check_params(node, "params"),
                   _check_when(node, probes, item), node.info,
@@ -449,10 +438,8 @@ def _check_invariant(node, params: dict, seen: dict, env,
         raise SpecError("an invariant must be a mapping", at)
     ident = _check_id(node, "id", seen, "invariant")
     kind = _str(node, "kind")
-    if kind not in INVARIANT_KINDS:
-        raise SpecError(f"unknown invariant kind '{kind}'; valid kinds are "
-                        + ", ".join(f"'{k}'" for k in INVARIANT_KINDS),
-                        node.key_info["kind"].at(item=node.info.item))
+    _check_name(kind, tuple(INVARIANT_KINDS), "invariant kind",
+                _at(node, "kind"), plural="kinds")
     required, optional = INVARIANT_KINDS[kind]
     _check_keys(node, f"a '{kind}' invariant", ("id", "kind") + required,
                 optional)
