@@ -24,7 +24,7 @@ from generator.edits import ACTIONS
 from generator.errors import SpecError, ToolError
 from generator.render import make_env, render_string
 from generator.source import SourceInfo, confined, display_path
-from generator.specload import Node, load_yaml
+from generator.specload import Node, load_spec
 
 # invariant kind -> (required, optional) parameters; the checkers are
 # check/invariants.py's CHECKERS
@@ -462,7 +462,7 @@ def _check_invariant(node, params: dict, seen: dict, env,
 def load_series(path: Path, templates: Path | None = None) -> Series:
     """Load and check a spec; raise SpecError naming file, line and item."""
     path = Path(path)
-    top = load_yaml(path, display_path(path))
+    top, *included = load_spec(path)
     _check_keys(top, "a spec", ("series",),
                 ("params", "probes", "include", "patches", "invariants",
                  "model", "checkpatch-accepted-warnings"))
@@ -471,8 +471,10 @@ def load_series(path: Path, templates: Path | None = None) -> Series:
     probes = _check_probes(top)
     # (item, where its list is), so that a scalar item is located too
     raw_patches, raw_invariants, models = [], [], []
-    for node in [top] + [_load_include(path, top, inc)
-                         for inc in _list(top, "include")]:
+    for sub in included:
+        _check_keys(sub, "an included spec", (),
+                    ("patches", "invariants", "model"))
+    for node in [top] + included:
         raw_patches += [(p, _at(node, "patches"))
                         for p in _list(node, "patches")]
         raw_invariants += [(i, _at(node, "invariants"))
@@ -497,22 +499,6 @@ def load_series(path: Path, templates: Path | None = None) -> Series:
                   model=models[0] if models else None,
                   accepted_warnings=_check_accepted_warnings(top),
                   info=top.info, **meta)
-
-
-def _load_include(path: Path, top: Node, name) -> Node:
-    """An included file: a path relative to the spec's directory, which it
-    may not leave."""
-    where = _at(top, "include")
-    if not isinstance(name, str) or not name:
-        raise SpecError("'include' lists file names", where)
-    inc = confined(path.parent, name)
-    if inc is None or Path(name).is_absolute() or ".." in Path(name).parts:
-        raise SpecError(f"include '{name}' is outside the spec's directory "
-                        f"{display_path(path.parent)}/", where)
-    sub = load_yaml(inc, display_path(path.parent / name))
-    _check_keys(sub, "an included spec", (),
-                ("patches", "invariants", "model"))
-    return sub
 
 
 def _check_accepted_warnings(top) -> tuple:

@@ -10,7 +10,7 @@ from pathlib import Path
 import yaml
 
 from generator.errors import SpecError
-from generator.source import SourceInfo
+from generator.source import SourceInfo, confined, display_path
 
 
 class Node(dict):
@@ -96,3 +96,24 @@ def load_yaml(path: Path, display: str | None = None):
     if not isinstance(data, Node):
         raise SpecError("a spec file must be a mapping", SourceInfo(name, 1))
     return data
+
+
+def load_spec(path: Path) -> list:
+    """A spec: its file and the files its `include:` list names, in that
+    order, each a Node.  An include is a path relative to the spec's
+    directory and may not leave it (symbolic links included)."""
+    top = load_yaml(path, display_path(path))
+    names = top.get("include", [])
+    where = top.key_info.get("include", top.info)
+    if not isinstance(names, list):
+        raise SpecError("'include' must be a list", where)
+    files = [top]
+    for name in names:
+        if not isinstance(name, str) or not name:
+            raise SpecError("'include' lists file names", where)
+        inc = confined(path.parent, name)
+        if inc is None or Path(name).is_absolute() or ".." in Path(name).parts:
+            raise SpecError(f"include '{name}' is outside the spec's "
+                            f"directory {display_path(path.parent)}/", where)
+        files.append(load_yaml(inc, display_path(path.parent / name)))
+    return files
