@@ -480,7 +480,8 @@ def load_series(path: Path, templates: Path | None = None) -> Series:
         raw_invariants += [(i, _at(node, "invariants"))
                            for i in _list(node, "invariants")]
         if "model" in node:
-            models.append(_in(node["model"], "model", _at(node, "model")))
+            models.append(_check_model(_in(node["model"], "model",
+                                           _at(node, "model"))))
     if len(models) > 1:
         raise SpecError("the spec has a second 'model' section "
                         f"(the first is at {models[0].info})", models[1].info)
@@ -499,6 +500,73 @@ def load_series(path: Path, templates: Path | None = None) -> Series:
                   model=models[0] if models else None,
                   accepted_warnings=_check_accepted_warnings(top),
                   info=top.info, **meta)
+
+
+def _mapping(node, key: str) -> Node:
+    value = node.get(key, Node())
+    if not isinstance(value, Node):
+        raise SpecError(f"'{key}' must be a mapping", _at(node, key))
+    if not hasattr(value, "info"):     # the empty default
+        value.info, value.key_info = node.info, {}
+    value.info = value.info.at(item=node.info.item)
+    return value
+
+
+def _expression(node, key) -> None:
+    """A model expression's text (compiled by refmodel.py, which names
+    its syntax errors with this line)."""
+    value = node[key]
+    if not isinstance(value, (str, bool, int)) or value == "":
+        raise SpecError(f"'{key}' must be an expression (a string)",
+                        _at(node, key))
+
+
+def _check_model(node: Node) -> Node:
+    """The shape of the `model:` section, which refmodel.py interprets:
+    `fields` (name -> values), `init` (field -> expression), `actions`
+    (name -> refuse/set/machine), `invariants` and `step-invariants`
+    (name -> expression).  The raw Node is kept for refmodel."""
+    _check_keys(node, "'model'", ("fields", "init", "actions"),
+                ("invariants", "step-invariants"))
+    fields = _mapping(node, "fields")
+    for name, values in fields.items():
+        if not isinstance(name, str) or not ID_RE.match(name):
+            raise SpecError(f"model field '{name}' must be lower-case "
+                            "letters, digits and '-'", _at(fields, name))
+        if not isinstance(values, list) or not values:
+            raise SpecError(f"model field '{name}' must list its values",
+                            _at(fields, name))
+    init = _mapping(node, "init")
+    for name in init:
+        _check_name(name, tuple(fields), "field", _at(init, name))
+        _expression(init, name)
+    for name in fields:
+        if name not in init:
+            raise SpecError(f"'init' does not give field '{name}'",
+                            _at(node, "init"))
+    actions = _mapping(node, "actions")
+    for name, body in actions.items():
+        item = f"model action '{name}'"
+        body = _in(body, item, _at(actions, name))
+        _check_keys(body, item, ("set",), ("refuse", "machine"))
+        if not isinstance(body.get("machine", False), bool):
+            raise SpecError("'machine' must be true or false",
+                            _at(body, "machine"))
+        effects = _in(body["set"], item, _at(body, "set"))
+        for field_name in effects:
+            _check_name(field_name, tuple(fields), "field",
+                        _at(effects, field_name))
+            _expression(effects, field_name)
+        for refusal in _list(body, "refuse"):
+            refusal = _in(refusal, item, _at(body, "refuse"))
+            _check_keys(refusal, "a refusal", ("if", "error"))
+            _expression(refusal, "if")
+            _str(refusal, "error")
+    for key in ("invariants", "step-invariants"):
+        group = _mapping(node, key)
+        for name in group:
+            _expression(group, name)
+    return node
 
 
 def _check_accepted_warnings(top) -> tuple:
