@@ -151,8 +151,8 @@ def generate(series: Series, base: BaseTree, out: Path,
                                        _commit_message(series, patch,
                                                        appendix),
                                        series.author, series.date):
-                raise CheckFailed(f"patch '{patch.id}' changes nothing on "
-                                  f"QEMU {base.version}", patch.info)
+                raise SpecError("the patch changes nothing on "
+                                f"QEMU {base.version}", patch.info)
             applied.append((patch, changed))
 
         staged = tmp / "out"
