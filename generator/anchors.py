@@ -12,11 +12,19 @@ edit actions use.
 """
 
 import re
+import signal
+import threading
 from dataclasses import dataclass
 from itertools import accumulate
 
 from generator.csyntax import is_c, parse, scope_nodes, walk
+from generator.errors import AnchorError
 from generator.source import SourceInfo
+
+# A `match` regex gets this long on one file: a catastrophic pattern such
+# as (a+)+$ would otherwise run for ever.  Python's re checks for signals
+# while it matches, so an alarm stops it.
+MATCH_SECONDS = 5.0
 
 # Where an anchor's scope may be: key in the spec -> what it names.
 SCOPE_KINDS = ("function", "struct", "enum", "declaration", "qapi")
@@ -39,6 +47,35 @@ class Anchor:
         if self.match is not None:
             parts.append(f"match /{self.match.pattern}/")
         return " ".join(parts)
+
+
+class _MatchTimeout(Exception):
+    pass
+
+
+def _raise_timeout(signum, frame):
+    raise _MatchTimeout()
+
+
+def _find_all(anchor: Anchor, text: str, path: str) -> list:
+    """Every match of the anchor's regex in `text`, within MATCH_SECONDS
+    (bounded in the main thread, where signals are delivered)."""
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getitimer(signal.ITIMER_REAL)[0]:
+        return list(anchor.match.finditer(text))
+    previous = signal.signal(signal.SIGALRM, _raise_timeout)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, MATCH_SECONDS)
+        try:
+            return list(anchor.match.finditer(text))
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+    except _MatchTimeout:
+        raise AnchorError(f"{path}: /{anchor.match.pattern}/ ran for more "
+                          f"than {MATCH_SECONDS:g} s; simplify the regular "
+                          "expression (nested repetition?)", anchor.info)
+    finally:
+        signal.signal(signal.SIGALRM, previous)
 
 
 class NotFound(Exception):
@@ -148,7 +185,7 @@ def resolve(text: str, path: str, anchor: Anchor) -> Region:
 
     offsets = [0, *accumulate(map(len, lines))]
     window = text[offsets[scope.start]:offsets[scope.end]]
-    hits = list(anchor.match.finditer(window))
+    hits = _find_all(anchor, window, path)
     where = f" in {anchor.scope_kind} '{anchor.scope_name}'" \
         if anchor.scope_kind else ""
     if not hits:

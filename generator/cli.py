@@ -2,11 +2,15 @@
 
 Exit status: 0 ok; 1 the checked thing failed (a patch did not apply, a
 build broke); 2 the job could not be done (bad arguments or spec, missing
-anchor, missing tool).
+anchor, missing tool); 130 interrupted (SIGINT, as shells report it).
+Exit status 2 always comes with exactly one `gen-series: error:` line:
+main() turns anything unexpected into that line too (--debug adds the
+traceback).
 """
 
 import argparse
 import sys
+import traceback
 from pathlib import Path
 
 from generator.errors import GenError, ToolError
@@ -23,6 +27,24 @@ QUIET = False
 def progress(msg: str) -> None:
     if not QUIET:
         print(f"gen-series: {msg}", file=sys.stderr, flush=True)
+
+
+def warn(msg: str) -> None:
+    """Something the user must know even with -q."""
+    print(f"gen-series: warning: {msg}", file=sys.stderr, flush=True)
+
+
+def resolve_qemu(args):
+    """--qemu as a base tree; a git work tree with uncommitted changes is
+    used at HEAD, which the user may not expect."""
+    from generator.gitops import is_dirty
+    from generator.qemutree import resolve_base
+
+    base = resolve_base(args.qemu, progress)
+    if Path(args.qemu).is_dir() and is_dirty(base.repo):
+        warn(f"--qemu {args.qemu} has uncommitted changes; the series is "
+             f"built from its HEAD ({base.commit[:12]}), without them")
+    return base
 
 
 def load_signed_series(args):
@@ -46,13 +68,12 @@ def load_signed_series(args):
 
 def cmd_generate(args) -> int:
     from generator import outdir
-    from generator.qemutree import resolve_base
     from generator.series import generate
 
     out = outdir.check_usable(args.out)
     outdir.recover(out)
     series = load_signed_series(args)
-    base = resolve_base(args.qemu, progress)
+    base = resolve_qemu(args)
     files = generate(series, base, out, progress)
     progress(f"wrote {len(files)} files for QEMU {base.version} "
              f"into {out}")
@@ -63,9 +84,8 @@ def cmd_generate(args) -> int:
 
 def cmd_build(args) -> int:
     from generator.build import build
-    from generator.qemutree import resolve_base
 
-    base = resolve_base(args.qemu, progress)
+    base = resolve_qemu(args)
     if args.cross:
         from generator.build import cross_build
         objects = cross_build(base, args.series, args.build_dir, progress)
@@ -85,11 +105,11 @@ def cmd_build(args) -> int:
 
 def cmd_tables(args) -> int:
     from generator.kvm.nested import default_guest_dir
-    from generator.qemutree import cache_dir, resolve_base
+    from generator.qemutree import cache_dir
     from generator.tables import rebuild
 
     series = load_signed_series(args)
-    base = resolve_base(args.qemu, progress)
+    base = resolve_qemu(args)
     build_root = args.build_dir or cache_dir() / "builds" / base.version
     written = rebuild(series, base, build_root,
                       args.guest or default_guest_dir(), progress)
@@ -105,13 +125,13 @@ def cmd_check(args) -> int:
 
     from generator.check import STEPS, pipeline
     from generator.model import load_series
-    from generator.qemutree import cache_dir, resolve_base
+    from generator.qemutree import cache_dir
     from generator.series import generate
 
     # an existing series is checked as it is; only rendering needs an author
     series = load_series(args.spec, args.templates) if args.series \
         else load_signed_series(args)
-    base = resolve_base(args.qemu, progress)
+    base = resolve_qemu(args)
     steps = [s for s in (args.only or STEPS) if s not in args.skip]
     build_root = args.build_dir or cache_dir() / "builds" / base.version
     with tempfile.TemporaryDirectory(prefix="gen-series-check-") as tmp:
@@ -193,10 +213,30 @@ def print_summary(results, base) -> None:
                 console.print(item["message"], markup=False)
 
 
+def qemu_arg(text: str) -> str:
+    path_arg(text)
+    return text
+
+
+def path_arg(text: str) -> Path:
+    """A path argument; "" would be read as the current directory."""
+    if not text:
+        raise argparse.ArgumentTypeError("an empty path")
+    return Path(text)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with our one-line error (exit 2), the usage left to -h."""
+
+    def error(self, message):
+        self.exit(2, f"gen-series: error: {self.prog}: {message} "
+                  f"(see {self.prog} --help)\n")
+
+
 def add_spec_arguments(parser, what: str) -> None:
-    parser.add_argument("--spec", type=Path, default=DEFAULT_SPEC,
+    parser.add_argument("--spec", type=path_arg, default=DEFAULT_SPEC,
                         help=f"{what} (default: %(default)s)")
-    parser.add_argument("--templates", type=Path, default=None,
+    parser.add_argument("--templates", type=path_arg, default=None,
                         metavar="DIR", help="template directory (default: "
                         "templates/ beside the spec's directory)")
     parser.add_argument("--author", metavar="'NAME <EMAIL>'",
@@ -206,29 +246,32 @@ def add_spec_arguments(parser, what: str) -> None:
 
 
 def add_build_dir_argument(parser) -> None:
-    parser.add_argument("--build-dir", type=Path, metavar="DIR",
+    parser.add_argument("--build-dir", type=path_arg, metavar="DIR",
                         help="work directory, reused between runs (default: "
                         "~/.cache/gen-series/builds/<release>, shared with "
                         "`build`)")
 
 
 def add_guest_argument(parser, what: str) -> None:
-    parser.add_argument("--guest", type=Path, metavar="DIR",
+    parser.add_argument("--guest", type=path_arg, metavar="DIR",
                         help=f"where {what} are (default: $GEN_SERIES_GUEST "
                         "or ../shared/guest beside the project)")
 
 
 def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="gen-series",
         description="Render the declarative spec in specs/ into a QEMU patch "
         "series (vCPU administrative power state on the Arm virt machine), "
         "then apply and build it.",
         epilog="Exit status: 0 ok; 1 a build or check failed; 2 the job "
         "could not be done (bad arguments or spec, missing anchor, missing "
-        "tool).")
+        "tool); 130 interrupted (SIGINT).")
     parser.add_argument("-q", "--quiet", action="store_true",
                         help="print no progress, only results and errors")
+    parser.add_argument("--debug", action="store_true",
+                        help="on an unexpected error, also print Python's "
+                        "traceback")
     sub = parser.add_subparsers(dest="command", required=True,
                                 metavar="COMMAND")
     qemu_help = ("the QEMU to target: a git work tree (only read), a release "
@@ -240,8 +283,9 @@ def make_parser() -> argparse.ArgumentParser:
         description="Render the spec against a QEMU tree and write "
         "0000-cover-letter.patch and NNNN-<subject>.patch, as git "
         "format-patch --cover-letter does.  Byte-identical on re-runs.")
-    gen.add_argument("--qemu", required=True, metavar="PATH", help=qemu_help)
-    gen.add_argument("--out", required=True, metavar="DIR",
+    gen.add_argument("--qemu", required=True, type=qemu_arg, metavar="PATH",
+                     help=qemu_help)
+    gen.add_argument("--out", required=True, type=path_arg, metavar="DIR",
                      help="where to write the series (created if missing); "
                      "replaced whole or not at all, and only files an "
                      "earlier generate wrote there (.gen-series-manifest) "
@@ -256,10 +300,13 @@ def make_parser() -> argparse.ArgumentParser:
         "git am, configure and build qemu-system-aarch64 in --build-dir "
         "(reused: rebuilds are incremental, ccache when installed).  The "
         "last line printed is the binary's path.")
-    bld.add_argument("--qemu", required=True, metavar="PATH", help=qemu_help)
-    bld.add_argument("--series", required=True, type=Path, metavar="DIR",
+    bld.add_argument("--qemu", required=True, type=qemu_arg, metavar="PATH",
+                     help=qemu_help)
+    bld.add_argument("--series", required=True, type=path_arg,
+                     metavar="DIR",
                      help="a directory of NNNN-*.patch files")
-    bld.add_argument("--build-dir", required=True, type=Path, metavar="DIR",
+    bld.add_argument("--build-dir", required=True, type=path_arg,
+                     metavar="DIR",
                      help="work directory for the source clone and build")
     bld.add_argument("--target", action="append", default=[],
                      metavar="NINJA_TARGET",
@@ -286,7 +333,8 @@ def make_parser() -> argparse.ArgumentParser:
         "under the templates directory, with asl.diff (iasl's disassembly "
         "against the default tables) for the commit message.  Run it for "
         "each release after a change to the ACPI tables, then `generate`.")
-    tbl.add_argument("--qemu", required=True, metavar="PATH", help=qemu_help)
+    tbl.add_argument("--qemu", required=True, type=qemu_arg, metavar="PATH",
+                     help=qemu_help)
     add_build_dir_argument(tbl)
     add_guest_argument(tbl, "the QEMU_EFI-*.fd.xz UEFI image for "
                        "bios-tables-test")
@@ -316,8 +364,9 @@ def make_parser() -> argparse.ArgumentParser:
         "unpatched base (built once, results cached): a case that passes on "
         "the base must pass on the tip, a new case must pass.  Exit status "
         "0 only if every step passes.")
-    chk.add_argument("--qemu", required=True, metavar="PATH", help=qemu_help)
-    chk.add_argument("--series", type=Path, metavar="DIR",
+    chk.add_argument("--qemu", required=True, type=qemu_arg, metavar="PATH",
+                     help=qemu_help)
+    chk.add_argument("--series", type=path_arg, metavar="DIR",
                      help="the series to check (default: generate it from "
                      "the spec first); a series from an older spec works too")
     add_build_dir_argument(chk)
@@ -328,7 +377,7 @@ def make_parser() -> argparse.ArgumentParser:
                      + ", ".join(STEPS))
     chk.add_argument("--skip", action="append", choices=STEPS, default=[],
                      metavar="STEP", help="skip this step (repeatable)")
-    chk.add_argument("--json", type=Path, metavar="FILE",
+    chk.add_argument("--json", type=path_arg, metavar="FILE",
                      help="also write every step's result as JSON")
     add_guest_argument(chk, "the emulated Arm host's Image-*.xz kernel and "
                        "static busybox-* (kvm step), the QEMU_EFI-*.fd.xz "
@@ -390,6 +439,22 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def one_line(msg: str) -> str:
+    """`msg` on one line: a spec value (a regex, a subject) may hold a
+    newline, which would make the error look like two."""
+    return "".join(repr(ch)[1:-1] if ch in "\n\r\v\f\x1c\x1d\x1e\x85"
+                   "\u2028\u2029" else ch for ch in msg)
+
+
+def describe_unexpected(e: BaseException) -> str:
+    """One line for an exception no stage turned into a GenError."""
+    if isinstance(e, OSError) and e.strerror:
+        where = f"{e.filename}: " if e.filename else ""
+        return f"{where}{e.strerror}"
+    return (f"unexpected {type(e).__name__}: {e} (a bug in gen-series; "
+            "--debug shows where)")
+
+
 def main(argv=None) -> int:
     global QUIET
     args = make_parser().parse_args(argv)
@@ -397,8 +462,20 @@ def main(argv=None) -> int:
     try:
         return args.func(args)
     except GenError as e:
-        print(f"gen-series: error: {e}", file=sys.stderr)
+        msg = str(e) if e.exit_code != 2 else one_line(str(e))
+        print(f"gen-series: error: {msg}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("gen-series: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:      # the last resort: the contract holds for bugs
+        return last_resort(e, args)
+
+
+def last_resort(e: Exception, args) -> int:
+    """Anything no stage turned into a GenError: one line and exit 2."""
+    if args.debug:
+        traceback.print_exc()
+    print(f"gen-series: error: {one_line(describe_unexpected(e))}",
+          file=sys.stderr)
+    return 2

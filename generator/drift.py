@@ -284,7 +284,7 @@ def _place(series, env, context, root: Path, change, version) -> Placement:
         placement, region = locate(original, change.file, change.anchor)
         if region is None:
             return placement
-        lines = edits.HANDLERS[change.action](
+        lines = edits.ACTIONS[change.action].handler(
             original.splitlines(keepends=True), region,
             (text or "").splitlines(keepends=True), change.anchor)
         path.write_text("".join(lines), encoding="utf-8")

@@ -1,10 +1,17 @@
-"""Place rendered text at a resolved anchor: one small handler per action."""
+"""Place rendered text at a resolved anchor: one small handler per action.
 
+ACTIONS is the one table of actions: model.py checks a change against it
+(which keys the action needs), apply_change() runs its handler.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from generator import anchors
-from generator.errors import AnchorError
-from generator.model import Change
+from generator.errors import AnchorError, GenError
+from generator.source import SourceInfo
+from generator.specload import decode_text
 
 
 def _lines(text: str) -> list:
@@ -61,23 +68,60 @@ def _replace_match(lines, region, new, anchor):
     return _lines(text[:start] + "".join(new).rstrip("\n") + text[end:])
 
 
-HANDLERS = {
-    "insert-before": _insert_before,
-    "insert-after": _insert_after,
-    "replace": _replace,
-    "insert-at-start": _insert_at_start,
-    "insert-at-end": _insert_at_end,
-    "replace-match": _replace_match,
-    "make-non-static": _make_non_static,
+@dataclass(frozen=True)
+class Action:
+    handler: Callable | None    # (lines, region, new lines, anchor) -> lines;
+                                # None: the action writes the whole file
+    anchor: bool                # needs 'anchor'
+    template: bool              # needs 'template'
+    source: bool = False        # needs 'source' (copy-file's bytes)
+    match: bool = False         # its anchor needs a 'match'
+
+
+ACTIONS = {
+    "insert-before": Action(_insert_before, anchor=True, template=True),
+    "insert-after": Action(_insert_after, anchor=True, template=True),
+    "replace": Action(_replace, anchor=True, template=True),
+    "insert-at-start": Action(_insert_at_start, anchor=True, template=True),
+    "insert-at-end": Action(_insert_at_end, anchor=True, template=True),
+    "replace-match": Action(_replace_match, anchor=True, template=True,
+                            match=True),
+    "make-non-static": Action(_make_non_static, anchor=True, template=False),
+    "create-file": Action(None, anchor=False, template=True),
+    "copy-file": Action(None, anchor=False, template=False, source=True),
 }
 
 
-def apply_change(root: Path, change: Change, rendered: str | bytes | None,
+def tree_file(root: Path, file: str, info: SourceInfo, where: str) -> Path:
+    """`root / file`, refused when a symbolic link in the tree leads
+    elsewhere (even inside the tree: git would commit the link, not the
+    edit).  The scratch tree holds the links HEAD holds, as links."""
+    path = Path(root).resolve() / file
+    if path.resolve() != path:
+        raise AnchorError(f"{where}: reached through a symbolic link; "
+                          "gen-series edits only regular files", info)
+    return path
+
+
+def read_tree_file(root: Path, file: str, info: SourceInfo,
+                   release: str) -> str:
+    """The text of an existing file of the tree, for an anchor or probe."""
+    where = f"{file} (QEMU {release})"
+    path = tree_file(root, file, info, where)
+    if not path.is_file():
+        raise AnchorError(f"{where}: no such file", info)
+    try:
+        return decode_text(path.read_bytes(), where)
+    except GenError as e:
+        raise AnchorError(str(e), info)
+
+
+def apply_change(root: Path, change, rendered: str | bytes | None,
                  release: str) -> None:
-    """Apply one change to the tree at `root`, in place (`rendered` is the
-    source's bytes for copy-file)."""
-    path = root / change.file
+    """Apply one change (a model.Change) to the tree at `root`, in place
+    (`rendered` is the source's bytes for copy-file)."""
     where = f"{change.file} (QEMU {release})"
+    path = tree_file(root, change.file, change.info, where)
     if change.action == "copy-file":
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(rendered)
@@ -89,12 +133,10 @@ def apply_change(root: Path, change: Change, rendered: str | bytes | None,
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(rendered, encoding="utf-8")
         return
-    if not path.is_file():
-        raise AnchorError(f"{where}: no such file", change.info)
-    text = path.read_text(encoding="utf-8")
+    text = read_tree_file(root, change.file, change.info, release)
     try:
         region = anchors.resolve(text, change.file, change.anchor)
-        lines = HANDLERS[change.action](_lines(text), region,
+        lines = ACTIONS[change.action].handler(_lines(text), region,
                                         _lines(rendered or ""), change.anchor)
     except anchors.NotFound as e:
         raise AnchorError(f"{where}: {e}", change.info)

@@ -27,6 +27,7 @@ GIT_ENV = {
 }
 BASE_IDENTITY = ("gen-series", "gen-series@localhost")
 BASE_DATE = "2000-01-01T00:00:00+00:00"
+SYMLINK_MODE = 0o120000     # a tree entry that is a symbolic link
 
 
 def _run(repo: git.Repo, command: str, *args, env: dict | None = None,
@@ -130,12 +131,31 @@ def read_files(repo: git.Repo, commit: str, paths) -> dict:
         try:
             blob = tree / path
         except KeyError:
-            continue        # not in the tree: the caller reports it
+            # not in the tree, which the caller reports; unless a
+            # directory on its way is a symbolic link: that one is kept
+            link = _symlink_prefix(tree, path)
+            if link is not None:
+                found[link.path] = (link.mode, link.data_stream.read())
+            continue
         try:
             found[path] = (blob.mode, blob.data_stream.read())
         except (ValueError, git.GitCommandError) as e:
             raise ToolError(f"git cannot read {path}: {e}")
     return found
+
+
+def _symlink_prefix(tree, path: str):
+    """The blob of the first directory on `path`'s way that `tree` holds
+    as a symbolic link, if any."""
+    parts = path.split("/")
+    for i in range(1, len(parts)):
+        try:
+            entry = tree / "/".join(parts[:i])
+        except KeyError:
+            return None
+        if entry.mode == SYMLINK_MODE:
+            return entry
+    return None
 
 
 def stripspace(message: str) -> str:
@@ -417,3 +437,13 @@ def range_diff(repo: git.Repo, old: str, new: str) -> str:
         return repo.git.range_diff("--no-color", old, new)
     except git.GitCommandError as e:
         raise ToolError(f"git range-diff failed: {git_message(e)}")
+
+
+def is_dirty(path: Path) -> bool:
+    """Whether the work tree at `path` has changes HEAD does not hold
+    (untracked files too; ignored ones aside)."""
+    try:
+        return bool(_run(open_repo(path), "status", "--porcelain"))
+    except ToolError:
+        return False
+

@@ -20,23 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from generator.anchors import SCOPE_KINDS, Anchor
+from generator.edits import ACTIONS
 from generator.errors import SpecError, ToolError
 from generator.render import make_env, render_string
-from generator.source import SourceInfo, display_path
-from generator.specload import Node, load_yaml
-
-# action -> (needs anchor, needs template); `copy-file` needs a `source`
-ACTIONS = {
-    "insert-before": (True, True),
-    "insert-after": (True, True),
-    "replace": (True, True),
-    "insert-at-start": (True, True),
-    "insert-at-end": (True, True),
-    "replace-match": (True, True),
-    "make-non-static": (True, False),
-    "create-file": (False, True),
-    "copy-file": (False, False),
-}
+from generator.source import SourceInfo, confined, display_path
+from generator.specload import Node, load_spec
 
 # invariant kind -> (required, optional) parameters; the checkers are
 # check/invariants.py's CHECKERS
@@ -127,34 +115,89 @@ class Series:
 
 # ---- shape checks ---------------------------------------------------------
 
-def _check_keys(node, what: str, required: tuple, optional: tuple = ()):
+def _check_keys(node, what: str, required: tuple, optional: tuple = (),
+                at: SourceInfo | None = None):
+    """`at` locates `node` when it is not a mapping (a scalar keeps no line:
+    its parent's key does)."""
     if not isinstance(node, Node):
-        raise SpecError(f"{what} must be a mapping", _info_of(node))
+        raise SpecError(f"{what} must be a mapping", _info_of(node) or at)
     allowed = required + optional
     for key in node:
-        if key not in allowed:
-            raise SpecError(f"unknown key '{key}'; valid keys are "
-                            + ", ".join(f"'{k}'" for k in allowed),
-                            node.key_info[key].at(item=node.info.item))
+        _check_name(key, allowed, "key", node.key_info[key].at(
+            item=node.info.item))
     missing = [k for k in required if k not in node]
     if missing:
         raise SpecError(f"missing key '{missing[0]}'", node.info)
+
+
+def _check_name(name, valid, what: str, info: SourceInfo,
+                plural: str | None = None) -> None:
+    """QAPI's "unknown X; valid Xs are ..." for every name a spec picks
+    from a fixed set (keys, actions, invariant kinds, model fields)."""
+    if name not in valid:
+        raise SpecError(f"unknown {what} '{name}'; valid "
+                        f"{plural or what + 's'} are "
+                        + ", ".join(f"'{v}'" for v in valid), info)
 
 
 def _info_of(node) -> SourceInfo | None:
     return getattr(node, "info", None)
 
 
+def _at(node, key: str) -> SourceInfo:
+    """Where `key` of `node` is, in the item `node` describes."""
+    return node.key_info.get(key, node.info).at(item=node.info.item)
+
+
 def _str(node, key: str, default=None) -> str:
     value = node.get(key, default)
     if not isinstance(value, str) or (not value and default is None):
-        raise SpecError(f"'{key}' must be a non-empty string",
-                        node.key_info.get(key, node.info).at(item=node.info.item))
+        raise SpecError(f"'{key}' must be a non-empty string", _at(node, key))
     return value
 
 
-def _in(node, item: str) -> Node:
-    """Tag a mapping (for messages) with the spec item it describes."""
+def _line(node, key: str) -> str:
+    """A one-line text that git keeps as written: a subject (git would
+    take a blank subject's next paragraph instead, and a newline would
+    split the subject)."""
+    text = _str(node, key)
+    if not text.strip():
+        raise SpecError(f"'{key}' must not be blank", _at(node, key))
+    if len(text.splitlines()) > 1 or text.endswith(("\n", "\r")):
+        raise SpecError(f"'{key}' must be one line", _at(node, key))
+    if text != text.strip():
+        raise SpecError(f"'{key}' must not start or end with blanks "
+                        "(git strips them)", _at(node, key))
+    return text
+
+
+def _list(node, key: str) -> list:
+    value = node.get(key, [])
+    if not isinstance(value, list):
+        raise SpecError(f"'{key}' must be a list", _at(node, key))
+    return value
+
+
+def _tree_path(node, key: str) -> str:
+    """A path in the QEMU tree: relative, without '..', so that no spec
+    reads or writes outside the tree (symbolic links are refused when
+    the tree is read, edits.tree_file())."""
+    text = _str(node, key)
+    parts = Path(text).parts
+    if Path(text).is_absolute() or ".." in parts or "\0" in text or \
+            not parts or text.endswith("/"):
+        raise SpecError(f"'{key}' must be a file's path relative to the "
+                        f"QEMU tree, without '..', not '{text}'",
+                        _at(node, key))
+    return text
+
+
+def _in(node, item: str, at: SourceInfo | None = None) -> Node:
+    """Tag a mapping (for messages) with the spec item it describes; `at`
+    locates a value that is not a mapping."""
+    if not isinstance(node, Node):
+        raise SpecError(f"{item} must be a mapping",
+                        SourceInfo(at.file, at.line) if at else None)
     node.info = node.info.at(item=item)
     return node
 
@@ -184,8 +227,8 @@ def _check_params(node, key: str) -> dict:
     return out
 
 
-def _check_anchor(node, item: str) -> Anchor:
-    node = _in(node, item)
+def _check_anchor(node, item: str, at: SourceInfo) -> Anchor:
+    node = _in(node, item, at)
     _check_keys(node, "'anchor'", (), SCOPE_KINDS + ("match",))
     scopes = [k for k in SCOPE_KINDS if k in node]
     if len(scopes) > 1:
@@ -221,47 +264,60 @@ def _check_when(node, probes: dict, item: str) -> Condition | None:
 
 
 def _check_change(node, patch_id: str, probes: dict, templates: Path,
-                  seen: dict) -> Change:
+                  seen: dict, at: SourceInfo) -> Change:
     if isinstance(node, Node) and isinstance(node.get("id"), str):
         _in(node, f"change '{node['id']}' of patch '{patch_id}'")
     else:
-        _in(node, f"a change of patch '{patch_id}'")
+        _in(node, f"a change of patch '{patch_id}'", at)
     _check_keys(node, "a change", ("id", "file", "action"),
                 ("anchor", "template", "params", "when", "source"))
     item = node.info.item
     change_id = _check_id(node, "id", seen, "change")
     action = _str(node, "action")
-    if action not in ACTIONS:
-        raise SpecError(f"unknown action '{action}'; valid actions are "
-                        + ", ".join(f"'{a}'" for a in ACTIONS),
-                        node.key_info["action"].at(item=item))
-    needs_anchor, needs_template = ACTIONS[action]
-    if action == "replace-match" and "match" not in node.get("anchor", {}):
-        raise SpecError("action 'replace-match' needs an anchor with "
-                        "'match'", node.key_info["action"].at(item=item))
-    for key, needed in (("anchor", needs_anchor), ("template", needs_template)):
+    _check_name(action, tuple(ACTIONS), "action", _at(node, "action"))
+    needs = ACTIONS[action]
+    anchor_node = node.get("anchor")
+    if needs.match and not (isinstance(anchor_node, Node)
+                            and "match" in anchor_node):
+        raise SpecError(f"action '{action}' needs an anchor with 'match'",
+                        _at(node, "action"))
+    for key, needed in (("anchor", needs.anchor), ("template", needs.template),
+                        ("source", needs.source)):
         if needed and key not in node:
             raise SpecError(f"action '{action}' needs '{key}'", node.info)
         if not needed and key in node:
             raise SpecError(f"action '{action}' takes no '{key}'",
-                            node.key_info[key].at(item=item))
-    if action == "copy-file" and "source" not in node:
-        raise SpecError("action 'copy-file' needs 'source'", node.info)
-    if action != "copy-file" and "source" in node:
-        raise SpecError(f"action '{action}' takes no 'source'",
-                        node.key_info["source"].at(item=item))
-    anchor = _check_anchor(node["anchor"], item) if needs_anchor else None
+                            _at(node, key))
+    anchor = _check_anchor(anchor_node, item, _at(node, "anchor")) \
+        if needs.anchor else None
     template = _check_template(node, "template", templates, item) \
-        if needs_template else None
-    return Change(change_id, _str(node, "file"), action, anchor, template,
-                  _check_params(node, "params"),
+        if needs.template else None
+    return Change(change_id, _tree_path(node, "file"), action, anchor,
+                  template, _check_params(node, "params"),
                   _check_when(node, probes, item), node.info,
-                  _str(node, "source") if "source" in node else None)
+                  _template_path(node, "source") if "source" in node
+                  else None)
+
+
+def _template_path(node, key: str) -> str:
+    """A path under the templates directory (rendered later for a
+    copy-file source): relative, without '..'."""
+    text = _str(node, key)
+    if Path(text).is_absolute() or ".." in Path(text).parts:
+        raise SpecError(f"'{key}' must be a path relative to the templates "
+                        f"directory, without '..', not '{text}'",
+                        _at(node, key))
+    return text
 
 
 def _check_template(node, key: str, templates: Path, item: str) -> str:
-    template = _str(node, key)
-    if not (templates / template).is_file():
+    template = _template_path(node, key)
+    path = confined(templates, template)
+    if path is None:
+        raise SpecError(f"template '{template}' is outside "
+                        f"{display_path(templates)}/ (a symbolic link?)",
+                        node.key_info[key].at(item=item))
+    if not path.is_file():
         raise SpecError(f"template '{template}' not found in "
                         f"{display_path(templates)}/",
                         node.key_info[key].at(item=item))
@@ -269,20 +325,21 @@ def _check_template(node, key: str, templates: Path, item: str) -> str:
 
 
 def _check_patch(node, probes: dict, templates: Path, seen_patches: dict,
-                 seen_changes: dict) -> Patch:
+                 seen_changes: dict, at: SourceInfo) -> Patch:
     if isinstance(node, Node) and isinstance(node.get("id"), str):
         _in(node, f"patch '{node['id']}'")
     _check_keys(node, "a patch", ("id", "subject", "message", "changes"),
-                ("when", "message-template"))
+                ("when", "message-template"), at)
     patch_id = _check_id(node, "id", seen_patches, "patch")
     changes = node["changes"]
     if not isinstance(changes, list) or not changes:
         raise SpecError("'changes' must be a non-empty list",
                         node.key_info["changes"].at(item=node.info.item))
-    return Patch(patch_id, _str(node, "subject"),
+    return Patch(patch_id, _line(node, "subject"),
                  _str(node, "message").rstrip("\n"),
                  tuple(_check_change(c, patch_id, probes, templates,
-                                     seen_changes) for c in changes),
+                                     seen_changes, _at(node, "changes"))
+                       for c in changes),
                  _check_when(node, probes, node.info.item), node.info,
                  _check_template(node, "message-template", templates,
                                  node.info.item)
@@ -303,22 +360,31 @@ def _check_probes(node) -> dict:
             raise SpecError(f"{item} must be a mapping", raw.key_info[name])
         _in(body, item)
         _check_keys(body, item, ("file", "anchor"))
-        probes[name] = Probe(name, _str(body, "file"),
-                             _check_anchor(body["anchor"], item), body.info)
+        probes[name] = Probe(name, _tree_path(body, "file"),
+                             _check_anchor(body["anchor"], item,
+                                           _at(body, "anchor")), body.info)
     return probes
+
+
+# git's date parser keeps the years 1970-2099 only: it reads 0001 as 2001
+DATE_YEARS = range(1970, 2100)
 
 
 def _check_date(node) -> str:
     text = _str(node, "date")
     try:
-        datetime.datetime.fromisoformat(text)
+        date = datetime.datetime.fromisoformat(text)
     except ValueError:
         raise SpecError(f"'date' must be an ISO 8601 date and time with a "
-                        f"UTC offset, not '{text}'",
-                        node.key_info["date"].at(item=node.info.item))
-    if datetime.datetime.fromisoformat(text).tzinfo is None:
+                        f"UTC offset, not '{text}'", _at(node, "date"))
+    if date.tzinfo is None:
         raise SpecError("'date' needs a UTC offset (e.g. +00:00)",
-                        node.key_info["date"].at(item=node.info.item))
+                        _at(node, "date"))
+    if date.year not in DATE_YEARS or \
+            date.astimezone(datetime.timezone.utc).year not in DATE_YEARS:
+        raise SpecError(f"'date' must be in the years {DATE_YEARS.start} to "
+                        f"{DATE_YEARS.stop - 1} (what git can write), not "
+                        f"'{text}'", _at(node, "date"))
     return text
 
 
@@ -338,8 +404,8 @@ def with_identity(series: "Series", identity: str) -> "Series":
                                signoffs=(identity,))
 
 
-def _check_series_meta(node) -> dict:
-    _in(node, "series")
+def _check_series_meta(node, at: SourceInfo) -> dict:
+    _in(node, "series", at)
     for key in ("author", "signed-off-by"):
         if key in node:
             raise SpecError(
@@ -354,38 +420,41 @@ def _check_series_meta(node) -> dict:
             or version < 1:
         raise SpecError("'version' must be a positive integer",
                         node.key_info["version"].at(item="series"))
-    cover = _in(node["cover"], "series cover")
+    cover = _in(node["cover"], "series cover", _at(node, "cover"))
     _check_keys(cover, "'cover'", ("subject", "body"))
-    return dict(name=_str(node, "name"),
-                subject_prefix=_str(node, "subject-prefix"),
+    return dict(name=_line(node, "name"),
+                subject_prefix=_line(node, "subject-prefix"),
                 version=version, author="", date=_check_date(node),
                 signoffs=(),
-                cover_subject=_str(cover, "subject"),
+                cover_subject=_line(cover, "subject"),
                 cover_body=_str(cover, "body").rstrip("\n"))
 
 
-def _check_invariant(node, params: dict, seen: dict, env) -> Invariant:
+def _check_invariant(node, params: dict, seen: dict, env,
+                     at: SourceInfo) -> Invariant:
     if isinstance(node, Node) and isinstance(node.get("id"), str):
         _in(node, f"invariant '{node['id']}'")
     if not isinstance(node, Node):
-        raise SpecError("an invariant must be a mapping", _info_of(node))
+        raise SpecError("an invariant must be a mapping", at)
     ident = _check_id(node, "id", seen, "invariant")
     kind = _str(node, "kind")
-    if kind not in INVARIANT_KINDS:
-        raise SpecError(f"unknown invariant kind '{kind}'; valid kinds are "
-                        + ", ".join(f"'{k}'" for k in INVARIANT_KINDS),
-                        node.key_info["kind"].at(item=node.info.item))
+    _check_name(kind, tuple(INVARIANT_KINDS), "invariant kind",
+                _at(node, "kind"), plural="kinds")
     required, optional = INVARIANT_KINDS[kind]
     _check_keys(node, f"a '{kind}' invariant", ("id", "kind") + required,
                 optional)
     values = {}
     for key in required + tuple(k for k in optional if k in node):
         value = node[key]
-        at = node.key_info[key].at(item=node.info.item)
-        if isinstance(value, str):
-            value = render_string(env, value, params, at)
-        elif isinstance(value, list):
-            value = [render_string(env, v, params, at) for v in value]
+        where = _at(node, key)
+        if isinstance(value, list) and \
+                all(isinstance(v, str) for v in value):
+            value = [render_string(env, v, params, where) for v in value]
+        elif isinstance(value, str):
+            value = render_string(env, value, params, where)
+        else:
+            raise SpecError(f"'{key}' must be a string or a list of strings",
+                            where)
         values[key] = value
     return Invariant(ident, kind, values.get("file"), values, node.info)
 
@@ -393,29 +462,26 @@ def _check_invariant(node, params: dict, seen: dict, env) -> Invariant:
 def load_series(path: Path, templates: Path | None = None) -> Series:
     """Load and check a spec; raise SpecError naming file, line and item."""
     path = Path(path)
-    top = load_yaml(path, display_path(path))
+    top, *included = load_spec(path)
     _check_keys(top, "a spec", ("series",),
                 ("params", "probes", "include", "patches", "invariants",
                  "model", "checkpatch-accepted-warnings"))
     templates = templates or path.parent.parent / "templates"
-    meta = _check_series_meta(top["series"])
+    meta = _check_series_meta(top["series"], _at(top, "series"))
     probes = _check_probes(top)
-    raw_patches = list(top.get("patches", []))
-    raw_invariants = list(top.get("invariants", []))
-    models = [top["model"]] if "model" in top else []
-    for inc in top.get("include", []):
-        if not isinstance(inc, str):
-            raise SpecError("'include' lists file names", top.key_info["include"])
-        sub = load_yaml(path.parent / inc, display_path(path.parent / inc))
+    # (item, where its list is), so that a scalar item is located too
+    raw_patches, raw_invariants, models = [], [], []
+    for sub in included:
         _check_keys(sub, "an included spec", (),
                     ("patches", "invariants", "model"))
-        for key in ("patches", "invariants"):
-            if not isinstance(sub.get(key, []), list):
-                raise SpecError(f"'{key}' must be a list", sub.key_info[key])
-        raw_patches += sub.get("patches", [])
-        raw_invariants += sub.get("invariants", [])
-        if "model" in sub:
-            models.append(sub["model"])
+    for node in [top] + included:
+        raw_patches += [(p, _at(node, "patches"))
+                        for p in _list(node, "patches")]
+        raw_invariants += [(i, _at(node, "invariants"))
+                           for i in _list(node, "invariants")]
+        if "model" in node:
+            models.append(_check_model(_in(node["model"], "model",
+                                           _at(node, "model"))))
     if len(models) > 1:
         raise SpecError("the spec has a second 'model' section "
                         f"(the first is at {models[0].info})", models[1].info)
@@ -423,17 +489,84 @@ def load_series(path: Path, templates: Path | None = None) -> Series:
         raise SpecError("the spec has no patches", top.info)
     seen_patches, seen_changes = {}, {}
     patches = tuple(_check_patch(p, probes, templates, seen_patches,
-                                 seen_changes) for p in raw_patches)
+                                 seen_changes, at) for p, at in raw_patches)
     params = _check_params(top, "params")
     seen_invariants = {}
     env = make_env(templates)
-    invariants = tuple(_check_invariant(i, params, seen_invariants, env)
-                       for i in raw_invariants)
+    invariants = tuple(_check_invariant(i, params, seen_invariants, env, at)
+                       for i, at in raw_invariants)
     return Series(params=params, probes=probes, patches=patches,
                   templates=templates, invariants=invariants,
                   model=models[0] if models else None,
                   accepted_warnings=_check_accepted_warnings(top),
                   info=top.info, **meta)
+
+
+def _mapping(node, key: str) -> Node:
+    value = node.get(key, Node())
+    if not isinstance(value, Node):
+        raise SpecError(f"'{key}' must be a mapping", _at(node, key))
+    if not hasattr(value, "info"):     # the empty default
+        value.info, value.key_info = node.info, {}
+    value.info = value.info.at(item=node.info.item)
+    return value
+
+
+def _expression(node, key) -> None:
+    """A model expression's text (compiled by refmodel.py, which names
+    its syntax errors with this line)."""
+    value = node[key]
+    if not isinstance(value, (str, bool, int)) or value == "":
+        raise SpecError(f"'{key}' must be an expression (a string)",
+                        _at(node, key))
+
+
+def _check_model(node: Node) -> Node:
+    """The shape of the `model:` section, which refmodel.py interprets:
+    `fields` (name -> values), `init` (field -> expression), `actions`
+    (name -> refuse/set/machine), `invariants` and `step-invariants`
+    (name -> expression).  The raw Node is kept for refmodel."""
+    _check_keys(node, "'model'", ("fields", "init", "actions"),
+                ("invariants", "step-invariants"))
+    fields = _mapping(node, "fields")
+    for name, values in fields.items():
+        if not isinstance(name, str) or not ID_RE.match(name):
+            raise SpecError(f"model field '{name}' must be lower-case "
+                            "letters, digits and '-'", _at(fields, name))
+        if not isinstance(values, list) or not values:
+            raise SpecError(f"model field '{name}' must list its values",
+                            _at(fields, name))
+    init = _mapping(node, "init")
+    for name in init:
+        _check_name(name, tuple(fields), "field", _at(init, name))
+        _expression(init, name)
+    for name in fields:
+        if name not in init:
+            raise SpecError(f"'init' does not give field '{name}'",
+                            _at(node, "init"))
+    actions = _mapping(node, "actions")
+    for name, body in actions.items():
+        item = f"model action '{name}'"
+        body = _in(body, item, _at(actions, name))
+        _check_keys(body, item, ("set",), ("refuse", "machine"))
+        if not isinstance(body.get("machine", False), bool):
+            raise SpecError("'machine' must be true or false",
+                            _at(body, "machine"))
+        effects = _in(body["set"], item, _at(body, "set"))
+        for field_name in effects:
+            _check_name(field_name, tuple(fields), "field",
+                        _at(effects, field_name))
+            _expression(effects, field_name)
+        for refusal in _list(body, "refuse"):
+            refusal = _in(refusal, item, _at(body, "refuse"))
+            _check_keys(refusal, "a refusal", ("if", "error"))
+            _expression(refusal, "if")
+            _str(refusal, "error")
+    for key in ("invariants", "step-invariants"):
+        group = _mapping(node, key)
+        for name in group:
+            _expression(group, name)
+    return node
 
 
 def _check_accepted_warnings(top) -> tuple:

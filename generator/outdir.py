@@ -44,7 +44,7 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def check_usable(out: str) -> Path:
+def check_usable(out: str | Path) -> Path:
     """`--out` as given, refused in one line before anything is rendered if
     it cannot hold a series; nothing is created."""
     if not out:

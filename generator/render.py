@@ -11,7 +11,8 @@ from pathlib import Path
 import jinja2
 
 from generator.errors import SpecError
-from generator.source import SourceInfo, display_path
+from generator.source import SourceInfo, confined, display_path
+from generator.specload import decode_text
 
 
 def c_string(text: str) -> str:
@@ -49,15 +50,17 @@ def _verbatim(templates: Path, missing_ok: bool):
     def verbatim(name: str) -> str:
         """A file under the templates directory, not rendered (a diff or
         a table dump that may hold `{{`)."""
-        path = (templates / name).resolve()
-        if not path.is_relative_to(templates.resolve()):
+        path = confined(templates, name) if isinstance(name, str) else None
+        if path is None:
             raise jinja2.TemplateError(f"verbatim('{name}'): outside "
                                        f"{display_path(templates)}/")
         if missing_ok and not path.exists():
             return f"({name} is not made yet)"
         try:
-            return path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as e:
+            return decode_text(path.read_bytes(), display_path(path))
+        except OSError as e:
+            raise jinja2.TemplateError(f"verbatim('{name}'): {e.strerror}")
+        except SpecError as e:
             raise jinja2.TemplateError(f"verbatim('{name}'): {e}")
     return verbatim
 
@@ -72,10 +75,35 @@ def _bytecode_cache() -> jinja2.BytecodeCache | None:
     return jinja2.FileSystemBytecodeCache(str(directory))
 
 
+class ConfinedLoader(jinja2.FileSystemLoader):
+    """Templates and their includes from one directory, never through a
+    symbolic link out of it, as UTF-8 text without NUL bytes."""
+
+    def __init__(self, templates: Path):
+        super().__init__(str(templates))
+        self.templates = templates
+
+    def get_source(self, environment, template):
+        if confined(self.templates, template) is None:
+            raise jinja2.TemplateNotFound(
+                f"{template} (outside {display_path(self.templates)}/)")
+        path = confined(self.templates, template)
+        if not path.is_file():
+            raise jinja2.TemplateNotFound(template)
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            raise jinja2.TemplateNotFound(f"{template} ({e.strerror})")
+        mtime = path.stat().st_mtime
+        text = decode_text(data, display_path(path))
+        return text, str(path), lambda: path.is_file() and \
+            path.stat().st_mtime == mtime
+
+
 def make_env(templates: Path, missing_data_ok: bool = False
              ) -> jinja2.Environment:
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(templates)),
+        loader=ConfinedLoader(Path(templates)),
         # compiled templates kept between runs (keyed by their source)
         bytecode_cache=_bytecode_cache(),
         undefined=jinja2.StrictUndefined,
@@ -96,6 +124,10 @@ def render_string(env: jinja2.Environment, text: str, context: dict,
         return env.from_string(text).render(**context)
     except jinja2.TemplateError as e:
         raise SpecError(f"'{text}': {e}", info)
+    except SpecError:
+        raise
+    except Exception as e:      # 1 // 0, a recursion: the spec's fault
+        raise SpecError(f"'{text}': {type(e).__name__}: {e}", info)
 
 
 def _template_location(templates: Path, name: str) -> SourceInfo:
@@ -118,9 +150,20 @@ def render(env: jinja2.Environment, templates: Path, name: str,
         raise SpecError(f"template syntax error: {e.message}",
                         SourceInfo(display_path(templates / name), e.lineno,
                                    info.item))
+    except jinja2.TemplateNotFound as e:
+        where = _template_location(templates, name)
+        raise SpecError(f"template '{e.message}' not found in "
+                        f"{display_path(templates)}/ (rendering for {info})",
+                        where.at(item=None))
     except jinja2.TemplateError as e:
         where = _template_location(templates, name)
         raise SpecError(f"{e.message} (rendering for {info})",
+                        where.at(item=None))
+    except SpecError:
+        raise   # an included file that is not UTF-8: it names itself
+    except Exception as e:      # 1 // 0, a recursion: the template's fault
+        where = _template_location(templates, name)
+        raise SpecError(f"{type(e).__name__}: {e} (rendering for {info})",
                         where.at(item=None))
     if text and not text.endswith("\n"):
         text += "\n"

@@ -6,15 +6,16 @@ their contents change.
 """
 
 import errno
+import os
 import tempfile
 from pathlib import Path
 
 from generator import anchors, edits, gitops, outdir, patchfiles
-from generator.errors import AnchorError, CheckFailed, ToolError
+from generator.errors import AnchorError, CheckFailed, SpecError, ToolError
 from generator.model import Series
 from generator.qemutree import BaseTree
 from generator.render import make_env, render, render_string
-from generator.source import display_path
+from generator.source import confined, display_path
 
 
 def next_release(version: str) -> str:
@@ -27,12 +28,8 @@ def evaluate_probes(series: Series, root: Path, release: str) -> dict:
     """Each probe's truth value on the (unpatched) tree at `root`."""
     facts = {}
     for name, probe in series.probes.items():
-        path = root / probe.file
-        if not path.is_file():
-            raise AnchorError(f"{probe.file} (QEMU {release}): no such file",
-                              probe.info)
-        facts[name] = anchors.exists(path.read_text(encoding="utf-8"),
-                                     probe.file, probe.anchor)
+        text = edits.read_tree_file(root, probe.file, probe.info, release)
+        facts[name] = anchors.exists(text, probe.file, probe.anchor)
     return facts
 
 
@@ -91,8 +88,12 @@ def write_if_changed(path: Path, data: bytes) -> None:
 def copy_source(series: Series, env, change, context: dict) -> Path:
     """The data file a copy-file change writes (e.g. an expected ACPI
     table), under the templates directory."""
-    return series.templates / render_string(env, change.source, context,
-                                            change.info)
+    name = render_string(env, change.source, context, change.info)
+    path = confined(series.templates, name)
+    if path is None:
+        raise SpecError(f"source '{name}' is outside "
+                        f"{display_path(series.templates)}/", change.info)
+    return path
 
 
 def generate(series: Series, base: BaseTree, out: Path,
@@ -132,9 +133,12 @@ def _render_series(series: Series, base: BaseTree, tmp: Path, env, progress,
                    {c.file for p in series.patches for c in p.changes}))
     except ToolError as e:
         raise base.unreadable(e.msg) from None
-    for path, (_, data) in files.items():
+    for path, (mode, data) in files.items():
         (root / path).parent.mkdir(parents=True, exist_ok=True)
-        (root / path).write_bytes(data)
+        if mode == gitops.SYMLINK_MODE:
+            os.symlink(os.fsdecode(data), root / path)
+        else:
+            (root / path).write_bytes(data)
     facts = evaluate_probes(series, root, base.version)
     context = template_context(series, base, facts)
     applied, commits = [], []
@@ -169,8 +173,8 @@ def _render_series(series: Series, base: BaseTree, tmp: Path, env, progress,
             if data != before:
                 edited[path] = files[path] = (mode, data)
         if not edited:
-            raise CheckFailed(f"patch '{patch.id}' changes nothing on "
-                              f"QEMU {base.version}", patch.info)
+            raise SpecError("the patch changes nothing on "
+                            f"QEMU {base.version}", patch.info)
         appendix = render(env, series.templates, patch.message_template,
                           context, patch.info) \
             if patch.message_template else ""

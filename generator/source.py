@@ -26,3 +26,14 @@ class SourceInfo:
     def __str__(self) -> str:
         loc = self.file if self.line is None else f"{self.file}:{self.line}"
         return f"{loc}: in {self.item}" if self.item else loc
+
+
+def confined(root: Path, relative: str) -> Path | None:
+    """`root / relative` if it stays inside `root` once symbolic links are
+    followed, else None: a spec names paths under a root (the QEMU tree,
+    the templates, the spec's directory) and must not reach out of it."""
+    if not relative or Path(relative).is_absolute():
+        return None
+    top = Path(root).resolve()
+    path = (top / relative).resolve()
+    return path if path.is_relative_to(top) and path != top else None
