@@ -95,13 +95,16 @@ def copy_source(series: Series, env, change, context: dict) -> Path:
 
 
 def generate(series: Series, base: BaseTree, out: Path,
-             progress=lambda msg: None, missing_data_ok: bool = False) -> list:
+             progress=lambda msg: None, missing_data_ok: bool = False,
+             finish=None) -> list:
     """Write the series for `base` into `out` (replaced whole, see
     outdir.py); return its files.
 
     With `missing_data_ok`, a copy-file change whose source does not exist
     yet leaves its file as it is (`gen-series tables` renders the series
-    that way to make the expected ACPI tables for a new release)."""
+    that way to make the expected ACPI tables for a new release).
+    `finish`, if given, turns the rendered {name: bytes} into what is
+    written (versions.py, recipients.py)."""
     env = make_env(series.templates, missing_data_ok)
     with tempfile.TemporaryDirectory(prefix="gen-series-") as tmp:
         tmp = Path(tmp)
@@ -160,5 +163,6 @@ def generate(series: Series, base: BaseTree, out: Path,
         _fill_cover_letter(files[0], series)
         validate(series, files[1:], applied)
 
-        return outdir.replace_series(out, {f.name: f.read_bytes()
-                                           for f in files})
+        rendered = {f.name: f.read_bytes() for f in files}
+        return outdir.replace_series(out, finish(rendered) if finish
+                                     else rendered)
