@@ -18,6 +18,7 @@ Everything here works on a rendered series, {file name: bytes}, after
                  replaced, and that copy is the previous version.
 """
 
+import dataclasses
 import difflib
 import hashlib
 import re
@@ -184,6 +185,9 @@ def format_changes(pairs: list, old_dir: Path, new_dir: Path,
     changed = []
     for p in sorted(_match_by_subject(pairs),
                     key=lambda p: (p.new or "9999", p.old or "")):
+        if p.new:       # range-diff names a pair by its old subject
+            p = dataclasses.replace(p, subject=_message(
+                (Path(new_dir) / p.new).read_text(encoding="utf-8"))[0])
         moved = f" (v{version - 1} {_number(p.old)})" \
             if p.old and p.new and p.old[:4] != p.new[:4] else ""
         if p.verdict in ("same", "context"):
