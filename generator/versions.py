@@ -110,7 +110,11 @@ def keep_previous(out: Path, version: int, progress) -> Path | None:
             progress(f"keeping v{kept} in {target}")
             outdir.replace_series(target, series)
     previous = archive_dir(out, version - 1)
-    return previous if cover_text(previous) is not None else None
+    if cover_text(previous) is None:
+        progress(f"no v{version - 1} in {previous}: no 'Changes in "
+                 f"v{version}'")
+        return None
+    return previous
 
 
 # ---- "Changes in vN" --------------------------------------------------------
@@ -199,7 +203,8 @@ def format_changes(pairs: list, old_dir: Path, new_dir: Path,
             lines.append(f"- dropped: v{version - 1} {_number(p.old)} "
                          f"{p.subject}")
         else:
-            words = "; ".join(describe_pair(p, old_dir, new_dir))
+            words = "; ".join(describe_pair(p, old_dir, new_dir)
+                              or ["changed (range-diff below)"])
             lines.append(f"- {_number(p.new)}{moved} {p.subject}: {words}")
             changed.append(p)
     if len(lines) == 1:

@@ -313,3 +313,27 @@ def test_maintainers_of_the_real_tree(tmp_path):
                             "--count", f"{base.commit}..HEAD"],
                            capture_output=True, text=True).stdout
     assert int(count) == len(list(out.glob("0*.patch"))) - 1
+
+
+def test_previous_on_another_release(minitree, tmp_path):
+    """v2 carried to a new release: the same patches on moved code are
+    unchanged; --previous-qemu names v1's base, which the cover checks."""
+    moved = make_git_tree(PROJECT / "tests" / "fixtures" / "minitree",
+                          tmp_path / "next")
+    qdev = moved / "hw" / "core" / "qdev.c"
+    qdev.write_text("/* a new release */\n\n" + qdev.read_text())
+    subprocess.run(["git", "-C", moved, "commit", "-qam", "next"],
+                   check=True)
+    spec, templates = v1_spec_and_templates(tmp_path)
+    gen(spec, templates, minitree, tmp_path / "v1", "-v", "1")
+    proc = gen(spec, templates, moved, tmp_path / "v2", "-v", "2",
+               "--previous", tmp_path / "v1", check=2)
+    assert proc.stderr.count("\n") == 1
+    assert "made on base-commit" in proc.stderr
+    assert not (tmp_path / "v2").exists()
+    gen(spec, templates, moved, tmp_path / "v2", "-v", "2",
+        "--previous", tmp_path / "v1", "--previous-qemu", minitree)
+    cover = (tmp_path / "v2" / "0000-cover-letter.patch").read_text()
+    assert changes_section(cover) == [
+        "Changes in v2:", "- no patch changed",
+        "- unchanged: 0001, 0002, 0003, 0004"]
