@@ -93,6 +93,8 @@ def keep_previous(out: Path, version: int, progress) -> Path | None:
     The copy goes through outdir's transaction, so it is whole or absent,
     and an `out.vK/` that holds another series is refused, never
     replaced: a kept version is not rewritten."""
+    if version == 1:
+        return None
     cover = cover_text(out)
     if cover is not None:
         kept = version_of(cover)
@@ -202,11 +204,12 @@ def format_changes(pairs: list, old_dir: Path, new_dir: Path,
         elif p.verdict == "dropped":
             lines.append(f"- dropped: v{version - 1} {_number(p.old)} "
                          f"{p.subject}")
-        else:
-            words = "; ".join(describe_pair(p, old_dir, new_dir)
-                              or ["changed (range-diff below)"])
-            lines.append(f"- {_number(p.new)}{moved} {p.subject}: {words}")
+        elif words := describe_pair(p, old_dir, new_dir):
+            lines.append(f"- {_number(p.new)}{moved} {p.subject}: "
+                         + "; ".join(words))
             changed.append(p)
+        else:   # only headers (To:, Cc:) or the context differ
+            unchanged.append(_number(p.new) + moved)
     if len(lines) == 1:
         lines.append("- no patch changed")
     if unchanged:
