@@ -447,3 +447,24 @@ def is_dirty(path: Path) -> bool:
     except ToolError:
         return False
 
+
+def export_files(repo_path: Path, commit: str, paths, dest: Path) -> list:
+    """Write the files `paths` of `commit` under `dest` (read from the
+    object store: the repository may have no work tree); return those the
+    commit does not have."""
+    try:
+        tree = open_repo(repo_path).commit(commit).tree
+    except (ValueError, git.BadName, git.InvalidGitRepositoryError,
+            git.NoSuchPathError, git.GitCommandError) as e:
+        raise ToolError(f"git cannot read {commit[:12]} in {repo_path}: {e}")
+    missing = []
+    for path in paths:
+        try:
+            data = (tree / path).data_stream.read()
+        except KeyError:
+            missing.append(path)
+            continue
+        target = Path(dest) / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+    return missing

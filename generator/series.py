@@ -97,19 +97,23 @@ def copy_source(series: Series, env, change, context: dict) -> Path:
 
 
 def generate(series: Series, base: BaseTree, out: Path,
-             progress=lambda msg: None, missing_data_ok: bool = False) -> list:
+             progress=lambda msg: None, missing_data_ok: bool = False,
+             finish=None) -> list:
     """Write the series for `base` into `out` (replaced whole, see
     outdir.py); return its files.
 
     With `missing_data_ok`, a copy-file change whose source does not exist
     yet leaves its file as it is (`gen-series tables` renders the series
-    that way to make the expected ACPI tables for a new release)."""
+    that way to make the expected ACPI tables for a new release).
+    `finish`, if given, turns the rendered {name: bytes} into what is
+    written (versions.py, recipients.py)."""
     env = make_env(series.templates, missing_data_ok)
     try:
         with tempfile.TemporaryDirectory(prefix="gen-series-") as tmp:
             written = _render_series(series, base, Path(tmp), env, progress,
                                      missing_data_ok)
-            return outdir.replace_series(out, written)
+            return outdir.replace_series(out, finish(written) if finish
+                                         else written)
     except OSError as e:
         # the scratch files (or the pipe to git) in the temporary directory
         what = "the disk is full" if e.errno in (errno.ENOSPC, errno.EDQUOT) \

@@ -1,0 +1,112 @@
+"""To: and Cc: of each patch from the target tree's own MAINTAINERS, by its
+own `scripts/get_maintainer.pl`, as a QEMU contributor runs it before
+`git send-email`.
+
+The base may be a repository without a work tree (a cache import), and a
+user's tree may have local edits: the script and MAINTAINERS are taken
+from the base commit into a scratch directory, with the few files the
+script checks to believe it runs at the top of a QEMU tree.  The patches
+name the files they change, so nothing else of the tree is needed.
+
+To: the maintainers (M:) of what a patch changes; Cc: its reviewers (R:)
+and mailing lists (L:).  The cover letter goes to the union of them all.
+"""
+
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from generator import gitops
+from generator.errors import ToolError
+from generator.qemutree import BaseTree
+
+SCRIPT = "scripts/get_maintainer.pl"
+# what get_maintainer.pl's top_of_tree() looks for
+TOP_FILES = ("MAINTAINERS", "COPYING", "Makefile", "VERSION")
+TOP_DIRS = ("docs", "linux-user", "system")
+COMMON = ("--no-git", "--no-git-fallback", "--no-rolestats")
+ROLES = {"to": ("--m", "--no-r", "--no-l"),
+         "cc": ("--no-m", "--r", "--l")}
+
+
+def maintainers_tree(base: BaseTree, dest: Path) -> Path:
+    """A scratch directory where the base's get_maintainer.pl runs."""
+    missing = gitops.export_files(base.repo, base.commit,
+                                  (SCRIPT, *TOP_FILES), dest)
+    if SCRIPT in missing or "MAINTAINERS" in missing:
+        raise ToolError(f"--to-maintainers: QEMU {base.version} "
+                        f"({base.origin}) has no {SCRIPT} or MAINTAINERS")
+    for name in missing:
+        (dest / name).write_text("")
+    for name in TOP_DIRS:
+        (dest / name).mkdir(exist_ok=True)
+    return dest
+
+
+def get_maintainers(tree: Path, patch: Path) -> dict:
+    """{"to": [...], "cc": [...]} for one patch file, in the script's
+    order."""
+    if shutil.which("perl") is None:
+        raise ToolError("--to-maintainers needs perl to run "
+                        f"{SCRIPT}")
+    found = {}
+    for field, roles in ROLES.items():
+        proc = subprocess.run(["perl", SCRIPT, *COMMON, *roles,
+                               str(Path(patch).resolve())],
+                              cwd=tree, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise ToolError(f"{SCRIPT} failed on {Path(patch).name}: "
+                            f"{proc.stderr.strip()}")
+        found[field] = [line.strip() for line in proc.stdout.splitlines()
+                        if "@" in line]
+    return found
+
+
+def _header(name: str, addresses: list) -> str:
+    """A header folded as git format-patch folds --to/--cc."""
+    return f"{name}: " + ",\n    ".join(addresses) + "\n"
+
+
+def _unique(addresses) -> list:
+    seen, out = set(), []
+    for a in addresses:
+        key = re.sub(r".*<(.*)>.*", r"\1", a).lower()
+        if key not in seen:
+            seen.add(key)
+            out.append(a)
+    return out
+
+
+def with_headers(data: bytes, to: list, cc: list) -> bytes:
+    """The mail with To: and Cc: at the end of its header block."""
+    text = data.decode("utf-8")
+    head, sep, body = text.partition("\n\n")
+    cc = [a for a in cc if a not in to]
+    extra = (_header("To", to) if to else "") + (_header("Cc", cc) if cc
+                                                 else "")
+    return (head + "\n" + extra.rstrip("\n") + sep + body).encode("utf-8") \
+        if extra else data
+
+
+def add_recipients(files: dict, base: BaseTree) -> dict:
+    """The series with each patch addressed to the maintainers of what it
+    changes, and the cover letter to all of them."""
+    out, union = {}, {"to": [], "cc": []}
+    with tempfile.TemporaryDirectory(prefix="gen-series-maint-") as tmp:
+        tree = maintainers_tree(base, Path(tmp) / "tree")
+        for name, data in sorted(files.items()):
+            if name.startswith("0000-"):
+                continue
+            patch = Path(tmp) / name
+            patch.write_bytes(data)
+            found = get_maintainers(tree, patch)
+            for field in union:
+                union[field] += found[field]
+            out[name] = with_headers(data, found["to"], found["cc"])
+    to = _unique(union["to"])
+    cc = [a for a in _unique(union["cc"]) if a not in to]
+    cover = next(n for n in files if n.startswith("0000-"))
+    out[cover] = with_headers(files[cover], to, cc)
+    return out

@@ -1,0 +1,275 @@
+"""Versions of a series, as b4 keeps them: a stable change-id, the previous
+version kept beside the new one, and "Changes in vN" in the cover letter.
+
+Everything here works on a rendered series, {file name: bytes}, after
+`series.generate` made it and before `outdir.replace_series` writes it:
+
+    change-id    `YYYYMMDD-<slug>-<hash>` as `b4 prep` writes it, under
+                 `base-commit:` at the end of the cover letter.  The same for
+                 every version: taken from the previous version's cover
+                 letter when it has one, else made from the spec's series
+                 name and date.
+    changes      the previous version (a series directory) and the new one
+                 paired by `gen-series diff` (rangediff.py); each pair told
+                 in words, per patch, after the cover letter's blurb, with
+                 range-diff's own text of the changed pairs below.
+    keep         `--out DIR` holding an older version K: it is copied to
+                 `DIR.vK/` (through outdir's transaction) before DIR is
+                 replaced, and that copy is the previous version.
+"""
+
+import dataclasses
+import difflib
+import hashlib
+import re
+import tempfile
+from pathlib import Path
+
+from generator import outdir, rangediff
+from generator.errors import ToolError
+from generator.qemutree import BaseTree
+
+COVER = "0000-cover-letter.patch"
+CHANGE_ID_RE = re.compile(r"^change-id: (\S+)$", re.M)
+BASE_COMMIT_RE = re.compile(r"^base-commit: \S+\n", re.M)
+SUBJECT_RE = re.compile(r"^Subject: (.*(?:\n .*)*)", re.M)
+VERSION_RE = re.compile(r"^\[[^\]]*\bv(\d+)\b[^\]]*\]")
+# format-patch's shortlog: "Author Name (N):", then the subjects indented
+SHORTLOG_RE = re.compile(r"^\S.* \(\d+\):\n(?:  .*\n)+", re.M)
+
+
+# ---- identity of a series across versions -------------------------------
+
+def make_change_id(name: str, date: str) -> str:
+    """b4's change-id form, made from the spec alone so that anyone who
+    generates the series gets the same one: the day of `date`, a slug of
+    the series name, 12 hex digits of the name's hash."""
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:40]
+    digest = hashlib.sha256(name.encode()).hexdigest()[:12]
+    return f"{date[:10].replace('-', '')}-{slug}-{digest}"
+
+
+def cover_text(series_dir: Path) -> str | None:
+    cover = Path(series_dir) / COVER
+    return cover.read_text(encoding="utf-8") if cover.is_file() else None
+
+
+def change_id_of(cover: str) -> str | None:
+    found = CHANGE_ID_RE.search(cover)
+    return found.group(1) if found else None
+
+
+def version_of(cover: str) -> int:
+    """The version a cover letter's subject carries (`[PATCH v3 0/5]`);
+    1 without one, as git format-patch writes v1."""
+    subject = SUBJECT_RE.search(cover)
+    found = subject and VERSION_RE.match(subject.group(1).replace("\n", ""))
+    return int(found.group(1)) if found else 1
+
+
+def add_change_id(files: dict, change_id: str) -> dict:
+    """The series with `change-id:` under the cover letter's
+    `base-commit:`, where b4 writes it."""
+    text = files[COVER].decode("utf-8")
+    at = BASE_COMMIT_RE.search(text)
+    if at is None:
+        raise ToolError(f"{COVER}: no base-commit line to put the change-id "
+                        "under")
+    text = text[:at.end()] + f"change-id: {change_id}\n" + text[at.end():]
+    return {**files, COVER: text.encode("utf-8")}
+
+
+# ---- keeping the previous version -----------------------------------------
+
+def archive_dir(out: Path, version: int) -> Path:
+    out = out.resolve()
+    return out.with_name(f"{out.name}.v{version}")
+
+
+def keep_previous(out: Path, version: int, progress) -> Path | None:
+    """Copy the older version of the series in `out` to `out.vK/`; return
+    the directory holding version `version - 1`, if there is one.
+
+    The copy goes through outdir's transaction, so it is whole or absent,
+    and an `out.vK/` that holds another series is refused, never
+    replaced: a kept version is not rewritten."""
+    if version == 1:
+        return None
+    cover = cover_text(out)
+    if cover is not None:
+        kept = version_of(cover)
+        if kept < version:
+            series = {p.name: p.read_bytes() for p in sorted(out.iterdir())
+                      if outdir.PATCH_NAME.match(p.name)}
+            target = archive_dir(out, kept)
+            held = {p.name: p.read_bytes() for p in target.glob("*")
+                    if outdir.PATCH_NAME.match(p.name)} \
+                if target.is_dir() else {}
+            if held and held != series:
+                raise ToolError(f"--keep-version: {target} already holds "
+                                f"another v{kept} of the series; move it "
+                                "away and run again")
+            progress(f"keeping v{kept} in {target}")
+            outdir.replace_series(target, series)
+    previous = archive_dir(out, version - 1)
+    if cover_text(previous) is None:
+        progress(f"no v{version - 1} in {previous}: no 'Changes in "
+                 f"v{version}'")
+        return None
+    return previous
+
+
+# ---- "Changes in vN" --------------------------------------------------------
+
+def _message(text: str) -> tuple:
+    """(subject without the [PATCH ...] numbering, body) of a patch mail."""
+    head, _, rest = text.partition("\n\n")
+    subject = SUBJECT_RE.search(head)
+    subject = re.sub(r"^\[[^\]]*\] ", "", subject.group(1).replace("\n", "")
+                     if subject else "")
+    return subject, rest.split("\n---\n", 1)[0].strip("\n")
+
+
+def _changed_lines(patch: Path) -> dict:
+    """path -> the lines a patch removes and adds, in order, '-'/'+'
+    prefixed: what a reviewer reads in the patch, without its context."""
+    return {path: [f"-{line}" for line in removed] +
+            [f"+{line}" for line in added]
+            for path, removed, added in rangediff.essence(patch)[1]}
+
+
+def describe_pair(pair, old_dir: Path, new_dir: Path) -> list:
+    """What changed in one `changed` pair, in words."""
+    old, new = Path(old_dir) / pair.old, Path(new_dir) / pair.new
+    words = []
+    old_subject, old_body = _message(old.read_text(encoding="utf-8"))
+    new_subject, new_body = _message(new.read_text(encoding="utf-8"))
+    if old_subject != new_subject:
+        words.append(f'subject changed (was "{old_subject}")')
+    if old_body != new_body:
+        words.append("commit message changed")
+    before, after = _changed_lines(old), _changed_lines(new)
+    for path in [*after, *(p for p in before if p not in after)]:
+        if path not in before:
+            words.append(f"now also changes {path}")
+        elif path not in after:
+            words.append(f"no longer changes {path}")
+        elif before[path] != after[path]:
+            plus = minus = 0
+            matcher = difflib.SequenceMatcher(None, before[path], after[path],
+                                              autojunk=False)
+            for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+                if tag != "equal":
+                    minus += i2 - i1
+                    plus += j2 - j1
+            words.append(f"code changed in {path} (+{plus} -{minus})")
+    return words
+
+
+def _number(name: str | None) -> str:
+    return name[:4] if name else "-"
+
+
+def _match_by_subject(pairs: list) -> list:
+    """A patch range-diff found too different to pair shows up dropped and
+    added: with the same subject on both sides it is the same patch, changed."""
+    dropped = {p.subject: p for p in pairs if p.verdict == "dropped"}
+    added = {p.subject: p for p in pairs if p.verdict == "added"}
+    twins = dropped.keys() & added.keys()
+    out = [p for p in pairs
+           if p.verdict not in ("added", "dropped") or p.subject not in twins]
+    return out + [rangediff.Pair(dropped[s].old, added[s].new, s, "changed")
+                  for s in sorted(twins)]
+
+
+def format_changes(pairs: list, old_dir: Path, new_dir: Path,
+                   version: int) -> str:
+    """The "Changes in vN:" section: one line per patch that is new,
+    changed or dropped, in the new series' order; the unchanged grouped."""
+    lines = [f"Changes in v{version}:"]
+    unchanged = []
+    changed = []
+    for p in sorted(_match_by_subject(pairs),
+                    key=lambda p: (p.new or "9999", p.old or "")):
+        if p.new:       # range-diff names a pair by its old subject
+            p = dataclasses.replace(p, subject=_message(
+                (Path(new_dir) / p.new).read_text(encoding="utf-8"))[0])
+        moved = f" (v{version - 1} {_number(p.old)})" \
+            if p.old and p.new and p.old[:4] != p.new[:4] else ""
+        if p.verdict in ("same", "context"):
+            unchanged.append(_number(p.new) + moved)
+        elif p.verdict == "added":
+            lines.append(f"- {_number(p.new)} {p.subject}: new in "
+                         f"v{version}")
+        elif p.verdict == "dropped":
+            lines.append(f"- dropped: v{version - 1} {_number(p.old)} "
+                         f"{p.subject}")
+        elif words := describe_pair(p, old_dir, new_dir):
+            lines.append(f"- {_number(p.new)}{moved} {p.subject}: "
+                         + "; ".join(words))
+            changed.append(p)
+        else:   # only headers (To:, Cc:) or the context differ
+            unchanged.append(_number(p.new) + moved)
+    if len(lines) == 1:
+        lines.append("- no patch changed")
+    if unchanged:
+        lines.append("- unchanged: " + ", ".join(unchanged))
+    if changed:
+        lines += ["", f"Range-diff of the changed patches against "
+                  f"v{version - 1}:"]
+        for p in changed:
+            lines += ["", f"  {_number(p.new)} (v{version - 1} "
+                      f"{_number(p.old)}): {p.subject}",
+                      p.range_diff.rstrip("\n")]
+    return "\n".join(lines) + "\n"
+
+
+def insert_into_cover(files: dict, section: str) -> dict:
+    """`section` after the cover letter's blurb, before the shortlog."""
+    text = files[COVER].decode("utf-8")
+    shortlogs = list(SHORTLOG_RE.finditer(text))
+    if not shortlogs:
+        raise ToolError(f"{COVER}: no shortlog to put the changes before")
+    at = shortlogs[-1].start()
+    text = text[:at] + section + "\n" + text[at:]
+    return {**files, COVER: text.encode("utf-8")}
+
+
+def changes_section(files: dict, previous_dir: Path, old_base: BaseTree,
+                    new_base: BaseTree, version: int,
+                    progress=lambda msg: None) -> str:
+    """"Changes in vN" of the series `files` against the series in
+    `previous_dir` (made on `old_base`)."""
+    with tempfile.TemporaryDirectory(prefix="gen-series-v") as tmp:
+        new_dir = Path(tmp)
+        for name, data in files.items():
+            (new_dir / name).write_bytes(data)
+        pairs = rangediff.compare(old_base, Path(previous_dir), new_base,
+                                  new_dir, progress)
+        return format_changes(pairs, Path(previous_dir), new_dir, version)
+
+
+def add_changes_section(files: dict, previous_dir: Path, old_base: BaseTree,
+                        new_base: BaseTree, version: int,
+                        progress=lambda msg: None) -> dict:
+    return insert_into_cover(files, changes_section(
+        files, previous_dir, old_base, new_base, version, progress))
+
+
+def check_previous(previous: Path, version: int) -> None:
+    """--previous names an older version of the series."""
+    cover = cover_text(previous)
+    if cover is None:
+        raise ToolError(f"--previous {previous}: no {COVER} there")
+    if version_of(cover) >= version:
+        raise ToolError(f"--previous {previous}: it is v{version_of(cover)} "
+                        f"and the new series v{version}: give the new "
+                        "version with -v")
+
+
+def series_change_id(series, previous: Path | None) -> str:
+    """The previous version's change-id, so that it stays what was sent;
+    else the one the spec makes."""
+    cover = cover_text(previous) if previous is not None else None
+    return (cover and change_id_of(cover)) or \
+        make_change_id(series.name, series.date)
