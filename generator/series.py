@@ -8,7 +8,7 @@ their contents change.
 import tempfile
 from pathlib import Path
 
-from generator import anchors, edits, gitops, outdir, patchfiles
+from generator import anchors, edits, gitops, outdir, patchfiles, provenance
 from generator.errors import AnchorError, CheckFailed, ToolError
 from generator.model import Series
 from generator.qemutree import BaseTree
@@ -118,6 +118,7 @@ def generate(series: Series, base: BaseTree, out: Path,
             raise base.unreadable(e.msg) from None
         facts = evaluate_probes(series, root, base.version)
         context = template_context(series, base, facts)
+        tracker = provenance.Tracker(series, env, context)  # provenance
         applied = []
         patches = [p for p in series.patches
                    if p.when is None or p.when.holds(facts)]
@@ -141,7 +142,10 @@ def generate(series: Series, base: BaseTree, out: Path,
                             f"{base.version}; `gen-series tables` makes it",
                             change.info)
                     text = source.read_bytes()
+                before = provenance.file_lines(root / change.file)  # provenance
                 edits.apply_change(root, change, text, base.version)
+                tracker.edited(change, before,  # provenance
+                               provenance.file_lines(root / change.file), text)
                 changed.add(change.file)
             appendix = render(env, series.templates, patch.message_template,
                               context, patch.info) \
@@ -152,6 +156,7 @@ def generate(series: Series, base: BaseTree, out: Path,
                                        series.author, series.date):
                 raise CheckFailed(f"patch '{patch.id}' changes nothing on "
                                   f"QEMU {base.version}", patch.info)
+            tracker.committed(patch)  # provenance
             applied.append((patch, changed))
 
         staged = tmp / "out"
@@ -160,5 +165,6 @@ def generate(series: Series, base: BaseTree, out: Path,
         _fill_cover_letter(files[0], series)
         validate(series, files[1:], applied)
 
-        return outdir.replace_series(out, {f.name: f.read_bytes()
-                                           for f in files})
+        return outdir.replace_series(out, {
+            **{f.name: f.read_bytes() for f in files},
+            provenance.MAP_NAME: tracker.series_map(files[1:])})  # provenance
