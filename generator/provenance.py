@@ -29,6 +29,7 @@ import jinja2
 import unidiff
 
 from generator.model import Change, Patch, Series
+from generator.outdir import sha256
 from generator.render import render_string
 
 MAP_NAME = "series-map.json"
@@ -198,33 +199,42 @@ class Tracker:
 
     def series_map(self, patch_files: list) -> bytes:
         """The map of the series whose patches (cover letter excluded) are
-        `patch_files`, as written beside it."""
+        `patch_files`, as written beside it: every spec item (those this
+        release leaves out too, so that a spec line finds its item) and,
+        per patch file, the origin of each line of its diff."""
         root = self._root()
-        changes = {}
-        for cid, (change, source) in sorted(self.applied.items()):
-            entry = {"patch": _patch_of(self.series, cid).id,
-                     "item": change.info.item, "file": change.file,
-                     "action": change.action,
-                     "spec": f"{_rel(change.info.file, root)}:"
-                             f"{change.info.line}"}
-            if source is not None:
-                entry["data"] = _rel(source, root)
-            elif change.template:
-                entry["template"] = _rel(self.series.templates /
-                                         change.template, root)
-            changes[cid] = entry
-        patches = {}
-        for path, commit in zip(patch_files, self.commits, strict=True):
-            patches[path.name] = _patch_map(path, commit, root)
-        return _dump({"format": MAP_FORMAT, "changes": changes,
-                      "patches": patches}).encode()
+        items, changes = {}, {}
+        for patch in self.series.patches:
+            items[patch.id] = {"spec": _at(patch.info, root),
+                               "subject": patch.subject}
+            for change in patch.changes:
+                changes[change.id] = self._change_entry(patch, change, root)
+        patches = {path.name: _patch_map(path, commit, root)
+                   for path, commit in zip(patch_files, self.commits,
+                                           strict=True)}
+        return _dump({"format": MAP_FORMAT, "patches": items,
+                      "changes": changes, "files": patches}).encode()
+
+    def _change_entry(self, patch: Patch, change: Change, root: Path
+                      ) -> dict:
+        entry = {"patch": patch.id, "item": change.info.item,
+                 "file": change.file, "action": change.action,
+                 "spec": _at(change.info, root),
+                 "applied": change.id in self.applied}
+        data = self.applied.get(change.id, (None, None))[1]
+        if data is not None:
+            entry["data"] = _rel(data, root)
+        elif change.template:
+            entry["template"] = _rel(self.series.templates / change.template,
+                                     root)
+        return entry
 
     def _root(self) -> Path:
         """The directory the map's paths are relative to: the one holding
         the spec files and the templates (the project)."""
         paths = [self.series.templates.resolve()] + [
-            Path(change.info.file).resolve()
-            for change, _ in self.applied.values()]
+            Path(item.info.file).resolve() for patch in self.series.patches
+            for item in (patch, *patch.changes)]
         return Path(os.path.commonpath(paths))
 
 
@@ -256,32 +266,31 @@ def _match(lines: list, rendered: list, numbers: list) -> list:
     rest of their line), searched in order from the last one found."""
     found, at = [], 0
     for line in lines:
-        n = None
         order = list(range(at, len(rendered))) + list(range(at))
-        for same in (lambda r: r == line,
-                     lambda r: r.strip() and r.rstrip("\n") in line):
-            hit = next((k for k in order if same(rendered[k])), None)
-            if hit is not None:
-                n = numbers[hit] if hit < len(numbers) else None
-                at = hit + 1
-                break
-        found.append(n)
+        hit = next((k for k in order if rendered[k] == line), None)
+        if hit is None:
+            hit = next((k for k in order if rendered[k].strip()
+                        and rendered[k].rstrip("\n") in line), None)
+        if hit is not None:
+            at = hit + 1
+        found.append(numbers[hit] if hit is not None and hit < len(numbers)
+                     else None)
     return found
-
-
-def _patch_of(series: Series, change_id: str) -> Patch:
-    return next(p for p in series.patches
-                if any(c.id == change_id for c in p.changes))
 
 
 def _rel(path, root: Path) -> str:
     return os.path.relpath(Path(path).resolve(), root)
 
 
+def _at(info, root: Path) -> str:
+    return f"{_rel(info.file, root)}:{info.line}"
+
+
 def _patch_map(path: Path, commit: _Commit, root: Path) -> dict:
     """Per line of the patch file: what its `+` and `-` lines come from,
     and the changes each hunk holds."""
-    diff = unidiff.PatchSet(path.read_text(encoding="utf-8"))
+    data = path.read_bytes()
+    diff = unidiff.PatchSet(data.decode("utf-8"))
     added, removed, hunks = [], [], []
     for pf in diff:
         origins = _reconciled(pf, commit)
@@ -305,9 +314,7 @@ def _patch_map(path: Path, commit: _Commit, root: Path) -> dict:
             lines = [line.diff_line_no for line in hunk]
             hunks.append([min(lines) - 1, max(lines), pf.path,
                           sorted(set(known.values()))])
-    return {"patch": commit.patch.id,
-            "spec": f"{_rel(commit.patch.info.file, root)}:"
-                    f"{commit.patch.info.line}",
+    return {"patch": commit.patch.id, "sha256": sha256(data),
             "hunks": hunks, "added": added, "removed": removed}
 
 
