@@ -78,7 +78,7 @@ def marked_source(source: str) -> str:
                 out.append(MARK.format(line))
             line += 1
         out.append(ch)
-    if source and not source.endswith(("\n", "%}", "#}")):
+    if source and not source.endswith("\n"):
         out.append(MARK.format(line))   # render() ends the text with "\n"
     return "".join(out)
 
@@ -86,12 +86,17 @@ def marked_source(source: str) -> str:
 def template_lines(marked: str, rendered: str) -> list | None:
     """The template line of each line of `rendered`, from its marked
     rendering; None if the two disagree."""
-    if not marked.endswith("\n") and marked:
-        marked += "\n"
-    if MARK_RE.sub("", marked) != rendered:
+    lines = split_lines(marked)
+    end = None
+    if lines and not lines[-1].endswith("\n"):
+        if MARK_RE.sub("", lines[-1]):
+            lines[-1] += "\n"          # as render() ends the text
+        else:
+            end = MARK_RE.findall(lines.pop())[-1]   # a final block tag
+    if MARK_RE.sub("", "".join(lines)) != rendered:
         return None
     numbers, pending = [], 0
-    for line in split_lines(marked):
+    for line in lines:
         found = MARK_RE.findall(line)
         if found:
             # lines a multi-line value produced end where its tag's line does
@@ -99,7 +104,7 @@ def template_lines(marked: str, rendered: str) -> list | None:
             pending = 0
         else:
             pending += 1
-    last = numbers[-1] if numbers else None
+    last = int(end) if end else numbers[-1] if numbers else None
     return numbers + [last] * pending
 
 
