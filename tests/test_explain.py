@@ -1,8 +1,11 @@
 """`gen-series explain` and the series-map.json beside a series: every line
 a patch adds comes from a spec item and a template line, and back."""
 
+import os
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import jinja2
@@ -233,3 +236,33 @@ def _check_traced(smap, name: str, line) -> None:
         assert kind == "template" and file == change["template"], where
         assert skeleton(lines[int(number) - 1]).search(text), \
             f"{where}: {text!r} is not from {source}"
+
+
+def test_the_map_is_the_same_wherever_it_is_written(traced, minitree,
+                                                     tmp_path):
+    """From another directory, into another directory: the same bytes."""
+    out = tmp_path / "elsewhere" / "series"
+    subprocess.run([sys.executable, "-m", "generator", "-q", "generate",
+                    "--spec", TRACE / "spec.yaml", "--templates",
+                    TRACE / "templates", "--qemu", minitree, "--out", out],
+                   cwd=tmp_path, check=True, capture_output=True,
+                   env={**os.environ, "PYTHONPATH": str(PROJECT)})
+    data = (out / "series-map.json").read_bytes()
+    assert data == (traced / "series-map.json").read_bytes()
+    assert str(tmp_path).encode() not in data
+    assert str(PROJECT).encode() not in data
+    assert "series-map.json" in (out / ".gen-series-manifest").read_text()
+
+
+def test_a_map_gen_series_did_not_write_is_not_replaced(minitree, tmp_path):
+    out = tmp_path / "series"
+    out.mkdir()
+    (out / "series-map.json").write_text("{}\n")
+    proc = run_gen_series("-q", "generate", "--spec", TRACE / "spec.yaml",
+                          "--templates", TRACE / "templates", "--qemu",
+                          minitree, "--out", out, check=2)
+    assert proc.stderr == (
+        f"gen-series: error: --out {out}: series-map.json was not written "
+        "by gen-series: move it away (or remove it) and run again; nothing "
+        "was written\n")
+    assert [p.name for p in out.iterdir()] == ["series-map.json"]
