@@ -178,10 +178,13 @@ class Tracker:
         if change.action == "make-non-static" or not change.template:
             return lambda start, lines: [None] * len(lines)
         text = rendered or ""
-        marked = self.env.overlay(
-            loader=jinja2.FunctionLoader(self._marked_template),
-            cache_size=0).get_template(change.template).render(
-                **{**self.context, **change.params})
+        try:
+            marked = self.env.overlay(
+                loader=jinja2.FunctionLoader(self._marked_template),
+                cache_size=0).get_template(change.template).render(
+                    **{**self.context, **change.params})
+        except jinja2.TemplateError:
+            marked = ""     # the markers broke the template: lines unknown
         numbers = template_lines(marked, text) or []
         return lambda start, lines: _match(lines, split_lines(text), numbers)
 
