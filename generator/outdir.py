@@ -1,7 +1,8 @@
 """`--out DIR` as a transaction: the series in it is replaced whole or not
 at all, and a file gen-series did not write is never replaced or removed.
 
-What gen-series keeps in DIR besides the series:
+The series is its NNNN-*.patch files and series-map.json (SERIES_FILE);
+what gen-series keeps in DIR besides it:
 
   .gen-series-manifest   "sha256  name" of each file it wrote; it replaces
                          or removes a file only while it still has that
@@ -31,7 +32,9 @@ from pathlib import Path
 
 from generator.errors import ToolError
 
-PATCH_NAME = re.compile(r"^\d{4}-.*\.patch$")
+# the files of a series: its patches and the map beside them (provenance.py)
+SERIES_FILE = re.compile(r"^(\d{4}-.*\.patch|series-map\.json)$")
+COVER_LETTER = "0000-cover-letter.patch"
 MANIFEST = ".gen-series-manifest"
 STAGING_PREFIX = ".gen-series-staging-"
 JOURNAL = ".gen-series-commit"
@@ -104,12 +107,12 @@ def format_hashes(hashes: dict) -> bytes:
 
 
 def parse_hashes(text: str) -> dict:
-    """name -> sha256; lines that are not "sha256  NNNN-name.patch" (a
-    damaged or hand-edited manifest) vouch for nothing."""
+    """name -> sha256; lines that are not "sha256  NAME" for a series file
+    (a damaged or hand-edited manifest) vouch for nothing."""
     hashes = {}
     for line in text.splitlines():
         h, sep, name = line.partition("  ")
-        if sep and re.fullmatch(r"[0-9a-f]{64}", h) and PATCH_NAME.match(name):
+        if sep and re.fullmatch(r"[0-9a-f]{64}", h) and SERIES_FILE.match(name):
             hashes[name] = h
     return hashes
 
@@ -146,7 +149,7 @@ def _complete(out: Path) -> None:
     run killed here is finished by the next."""
     journal = out / JOURNAL
     for name in sorted(os.listdir(journal)):
-        if PATCH_NAME.match(name):
+        if SERIES_FILE.match(name):
             os.replace(journal / name, out / name)
     remove = journal / REMOVE
     if remove.is_file():
@@ -199,7 +202,7 @@ def _plan(out: Path, files: dict) -> tuple:
     that would replace or remove a file that is not ours to touch."""
     manifest = read_manifest(out)
     changed, remove, foreign = {}, {}, []
-    existing = {p.name: p for p in out.iterdir() if PATCH_NAME.match(p.name)}
+    existing = {p.name: p for p in out.iterdir() if SERIES_FILE.match(p.name)}
     for name, data in files.items():
         path = existing.get(name)
         if path is None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import unidiff
 
 from generator.errors import CheckFailed, ToolError
-from generator.outdir import JOURNAL
+from generator.outdir import COVER_LETTER, JOURNAL
 
 SUBJECT_NUMBER = re.compile(r"^Subject: \[[^\]]*?\b(\d+)/(\d+)\]", re.M)
 
@@ -86,7 +86,7 @@ def check_whole(series_dir: Path, files: list) -> None:
                 if missing else "two patches share a number")
         raise CheckFailed(f"--series {series_dir}: the series is not whole: "
                           f"{what}")
-    cover = series_dir / "0000-cover-letter.patch"
+    cover = series_dir / COVER_LETTER
     for path in ([cover] if cover.is_file() else []) + files:
         head = path.read_text(encoding="utf-8", errors="replace")
         m = SUBJECT_NUMBER.search(head.split("\n\n", 1)[0])

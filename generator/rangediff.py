@@ -20,7 +20,7 @@ from pathlib import Path
 
 import unidiff
 
-from generator import gitops, patchfiles
+from generator import gitops, outdir, patchfiles
 from generator.errors import ToolError
 from generator.qemutree import BaseTree
 
@@ -40,7 +40,7 @@ class Pair:
 
 def _check_base(series_dir: Path, base: BaseTree) -> None:
     """The series was made on `base` (the cover letter says on which)."""
-    cover = Path(series_dir) / "0000-cover-letter.patch"
+    cover = Path(series_dir) / outdir.COVER_LETTER
     if not cover.is_file():
         return
     found = re.search(r"^base-commit: ([0-9a-f]+)$",

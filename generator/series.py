@@ -10,7 +10,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from generator import anchors, edits, gitops, outdir, patchfiles
+from generator import anchors, edits, gitops, outdir, patchfiles, provenance
 from generator.errors import AnchorError, CheckFailed, SpecError, ToolError
 from generator.model import Series
 from generator.qemutree import BaseTree
@@ -110,10 +110,15 @@ def generate(series: Series, base: BaseTree, out: Path,
     env = make_env(series.templates, missing_data_ok)
     try:
         with tempfile.TemporaryDirectory(prefix="gen-series-") as tmp:
-            written = _render_series(series, base, Path(tmp), env, progress,
-                                     missing_data_ok)
-            return outdir.replace_series(out, finish(written) if finish
-                                         else written)
+            written, tracker = _render_series(series, base, Path(tmp), env,
+                                              progress, missing_data_ok)
+            if finish:
+                written = finish(written)
+            # the map reads the patches as they are written, headers too
+            patches = sorted(n for n in written if n != outdir.COVER_LETTER)
+            written[provenance.MAP_NAME] = tracker.series_map(
+                [(n, written[n]) for n in patches])
+            return outdir.replace_series(out, written)
     except OSError as e:
         # the scratch files (or the pipe to git) in the temporary directory
         what = "the disk is full" if e.errno in (errno.ENOSPC, errno.EDQUOT) \
@@ -123,8 +128,9 @@ def generate(series: Series, base: BaseTree, out: Path,
 
 
 def _render_series(series: Series, base: BaseTree, tmp: Path, env, progress,
-                   missing_data_ok: bool) -> dict:
-    """The series' files {name: bytes}, made in the scratch dir `tmp`."""
+                   missing_data_ok: bool) -> tuple:
+    """The series' files {name: bytes}, made in the scratch dir `tmp`, and
+    the provenance.Tracker that followed its lines."""
     progress(f"reading the QEMU {base.version} base")
     # only the files the spec reads are written out, into a plain
     # directory; the commits are written from it in one stream
@@ -145,6 +151,7 @@ def _render_series(series: Series, base: BaseTree, tmp: Path, env, progress,
             (root / path).write_bytes(data)
     facts = evaluate_probes(series, root, base.version)
     context = template_context(series, base, facts)
+    tracker = provenance.Tracker(series, env, context)
     applied, commits = [], []
     patches = [p for p in series.patches
                if p.when is None or p.when.holds(facts)]
@@ -168,7 +175,10 @@ def _render_series(series: Series, base: BaseTree, tmp: Path, env, progress,
                         f"{base.version}; `gen-series tables` makes it",
                         change.info)
                 text = source.read_bytes()
+            before = provenance.file_lines(root / change.file)
             edits.apply_change(root, change, text, base.version)
+            tracker.edited(change, before,
+                           provenance.file_lines(root / change.file), text)
             changed.add(change.file)
         edited = {}
         for path in sorted(changed):
@@ -184,6 +194,7 @@ def _render_series(series: Series, base: BaseTree, tmp: Path, env, progress,
             if patch.message_template else ""
         commits.append((_commit_message(series, patch, appendix),
                         edited))
+        tracker.committed(patch)
         applied.append((patch, changed))
 
     tip = gitops.write_commits(repo, base.commit, commits, series.author,
@@ -195,4 +206,4 @@ def _render_series(series: Series, base: BaseTree, tmp: Path, env, progress,
     _fill_cover_letter(written[0], series)
     validate(series, written[1:], applied)
 
-    return {f.name: f.read_bytes() for f in written}
+    return {f.name: f.read_bytes() for f in written}, tracker

@@ -29,7 +29,6 @@ from generator import outdir, rangediff
 from generator.errors import ToolError
 from generator.qemutree import BaseTree
 
-COVER = "0000-cover-letter.patch"
 CHANGE_ID_RE = re.compile(r"^change-id: (\S+)$", re.M)
 BASE_COMMIT_RE = re.compile(r"^base-commit: \S+\n", re.M)
 SUBJECT_RE = re.compile(r"^Subject: (.*(?:\n .*)*)", re.M)
@@ -50,7 +49,7 @@ def make_change_id(name: str, date: str) -> str:
 
 
 def cover_text(series_dir: Path) -> str | None:
-    cover = Path(series_dir) / COVER
+    cover = Path(series_dir) / outdir.COVER_LETTER
     return cover.read_text(encoding="utf-8") if cover.is_file() else None
 
 
@@ -70,13 +69,13 @@ def version_of(cover: str) -> int:
 def add_change_id(files: dict, change_id: str) -> dict:
     """The series with `change-id:` under the cover letter's
     `base-commit:`, where b4 writes it."""
-    text = files[COVER].decode("utf-8")
+    text = files[outdir.COVER_LETTER].decode("utf-8")
     at = BASE_COMMIT_RE.search(text)
     if at is None:
-        raise ToolError(f"{COVER}: no base-commit line to put the change-id "
-                        "under")
+        raise ToolError(f"{outdir.COVER_LETTER}: no base-commit line to put "
+                        "the change-id under")
     text = text[:at.end()] + f"change-id: {change_id}\n" + text[at.end():]
-    return {**files, COVER: text.encode("utf-8")}
+    return {**files, outdir.COVER_LETTER: text.encode("utf-8")}
 
 
 # ---- keeping the previous version -----------------------------------------
@@ -100,10 +99,10 @@ def keep_previous(out: Path, version: int, progress) -> Path | None:
         kept = version_of(cover)
         if kept < version:
             series = {p.name: p.read_bytes() for p in sorted(out.iterdir())
-                      if outdir.PATCH_NAME.match(p.name)}
+                      if outdir.SERIES_FILE.match(p.name)}
             target = archive_dir(out, kept)
             held = {p.name: p.read_bytes() for p in target.glob("*")
-                    if outdir.PATCH_NAME.match(p.name)} \
+                    if outdir.SERIES_FILE.match(p.name)} \
                 if target.is_dir() else {}
             if held and held != series:
                 raise ToolError(f"--keep-version: {target} already holds "
@@ -226,13 +225,13 @@ def format_changes(pairs: list, old_dir: Path, new_dir: Path,
 
 def insert_into_cover(files: dict, section: str) -> dict:
     """`section` after the cover letter's blurb, before the shortlog."""
-    text = files[COVER].decode("utf-8")
+    text = files[outdir.COVER_LETTER].decode("utf-8")
     shortlogs = list(SHORTLOG_RE.finditer(text))
     if not shortlogs:
-        raise ToolError(f"{COVER}: no shortlog to put the changes before")
+        raise ToolError(f"{outdir.COVER_LETTER}: no shortlog to put the changes before")
     at = shortlogs[-1].start()
     text = text[:at] + section + "\n" + text[at:]
-    return {**files, COVER: text.encode("utf-8")}
+    return {**files, outdir.COVER_LETTER: text.encode("utf-8")}
 
 
 def changes_section(files: dict, previous_dir: Path, old_base: BaseTree,
@@ -260,7 +259,7 @@ def check_previous(previous: Path, version: int) -> None:
     """--previous names an older version of the series."""
     cover = cover_text(previous)
     if cover is None:
-        raise ToolError(f"--previous {previous}: no {COVER} there")
+        raise ToolError(f"--previous {previous}: no {outdir.COVER_LETTER} there")
     if version_of(cover) >= version:
         raise ToolError(f"--previous {previous}: it is v{version_of(cover)} "
                         f"and the new series v{version}: give the new "

@@ -89,10 +89,18 @@ def snapshot(out: Path) -> dict:
             if p.is_file()}
 
 
-def assert_whole(out: Path, series: list) -> None:
-    """`out` holds exactly one of `series`, with a manifest that vouches
-    for each file, and nothing half-done beside it."""
+def written(out: Path) -> dict:
+    """What generate writes: the series and the map beside it."""
     got = read_series(out)
+    if (out / "series-map.json").is_file():
+        got["series-map.json"] = (out / "series-map.json").read_bytes()
+    return got
+
+
+def assert_whole(out: Path, series: list) -> None:
+    """`out` holds exactly one of `series` (its map included), with a
+    manifest that vouches for each file, and nothing half-done beside it."""
+    got = written(out)
     assert any(got == s for s in series), sorted(got)
     manifest = (out / MANIFEST).read_text()
     for name, data in got.items():
@@ -108,7 +116,7 @@ def two_series(minitree, tmp_path):
     old_spec = renamed_spec(tmp_path)
     for spec, name in ((old_spec, "old"), (MINI_SPEC, "new")):
         run_gen_series(*mini_args(minitree, tmp_path / name, spec), check=0)
-    return snapshot(tmp_path / "old"), read_series(tmp_path / "new")
+    return snapshot(tmp_path / "old"), written(tmp_path / "new")
 
 
 def put(out: Path, files: dict) -> None:
@@ -143,7 +151,7 @@ def test_sigkill_at_every_step_leaves_the_old_or_the_new_series(
         killed += 1
         recover(out, tmp_path)
         assert_whole(out, [old_series, new])
-        seen.add("new" if read_series(out) == new else "old")
+        seen.add("new" if written(out) == new else "old")
     # every step was hit: before the commit point the old series stays,
     # after it the next run finishes moving the new one in
     assert killed >= 10 and seen == {"old", "new"}
@@ -288,7 +296,7 @@ def test_a_series_git_holds_may_be_replaced(minitree, tmp_path, two_series):
     make_git_tree(work, tmp_path / "repo")
     out = tmp_path / "repo"
     run_gen_series(*mini_args(minitree, out), check=0)
-    assert read_series(out) == new
+    assert written(out) == new
     # an uncommitted edit is not git's to give back
     patch = out / "0001-qdev-first-change.patch"
     (out / MANIFEST).unlink()

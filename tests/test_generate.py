@@ -154,6 +154,9 @@ def test_committed_patches_are_up_to_date(release, tmp_path):
     committed = PROJECT / "patches" / release
     assert read_series(out) == read_series(committed), \
         f"patches/{release} is stale: regenerate it (see README)"
+    assert (out / "series-map.json").read_bytes() == \
+        (committed / "series-map.json").read_bytes(), \
+        f"patches/{release}/series-map.json is stale: regenerate it"
 
 
 @pytest.mark.tree

@@ -301,6 +301,14 @@ def test_maintainers_of_the_real_tree(tmp_path):
     cover = headers(out / "0000-cover-letter.patch")
     assert "peter.maydell@linaro.org" in cover and "armbru@redhat.com" in cover
 
+    # the map beside the series counts the lines the headers added
+    kvm = next(out.glob("0009-*.patch"))
+    n = kvm.read_text().splitlines().index(
+        "+    if (!cpu->kvm_host_vcpu_created) {") + 1
+    assert n > 40       # line 40 without the To: and Cc: lines
+    proc = run_gen_series("explain", "--series", out, f"0009:{n}", check=0)
+    assert "template: templates/kvm/finalize-once.c.j2:2\n" in proc.stdout
+
     # the series with its headers still applies with git am
     base = resolve_base(str(release_dsc("10.2.2")), lambda msg: None)
     repo = gitops.scratch_clone(base.repo, base.commit, tmp_path / "qemu")
