@@ -135,6 +135,13 @@ class Tracker:
     applied: dict = field(default_factory=dict)     # id -> (Change, data)
     _removed: dict = field(default_factory=dict)
     _pending: dict = field(default_factory=dict)    # file -> change ids
+    _marked_env: jinja2.Environment | None = None
+
+    def lines(self, path: Path, file: str) -> list:
+        """The lines of `file` (at `path`) as the last edit left them,
+        without reading it again; read if no change edited it yet."""
+        state = self.files.get(file)
+        return state.lines if state is not None else file_lines(path)
 
     def edited(self, change: Change, before: list, after: list,
                rendered: str | bytes | None) -> None:
@@ -178,11 +185,15 @@ class Tracker:
         if change.action == "make-non-static" or not change.template:
             return lambda start, lines: [None] * len(lines)
         text = rendered or ""
-        try:
-            marked = self.env.overlay(
+        if self._marked_env is None:
+            # its own cache: a marked template must not replace the plain
+            # one in the env's
+            self._marked_env = self.env.overlay(
                 loader=jinja2.FunctionLoader(self._marked_template),
-                cache_size=0).get_template(change.template).render(
-                    **{**self.context, **change.params})
+                cache_size=400)
+        try:
+            marked = self._marked_env.get_template(change.template).render(
+                **{**self.context, **change.params})
         except jinja2.TemplateError:
             marked = ""     # the markers broke the template: lines unknown
         numbers = template_lines(marked, text) or []
@@ -250,13 +261,9 @@ class Tracker:
 def _opcodes(old: list, new: list) -> list:
     """difflib's opcodes, the common head and tail cut first (an edit
     touches one place of a long file)."""
-    head = 0
-    while head < min(len(old), len(new)) and old[head] == new[head]:
-        head += 1
-    tail = 0
-    while tail < min(len(old), len(new)) - head and \
-            old[-1 - tail] == new[-1 - tail]:
-        tail += 1
+    head = _longest(lambda k: old[:k] == new[:k], min(len(old), len(new)))
+    tail = _longest(lambda k: old[len(old) - k:] == new[len(new) - k:],
+                    min(len(old), len(new)) - head)
     ops = [("equal", 0, head, 0, head)] if head else []
     matcher = difflib.SequenceMatcher(None, old[head:len(old) - tail],
                                       new[head:len(new) - tail],
@@ -267,6 +274,20 @@ def _opcodes(old: list, new: list) -> list:
         ops.append(("equal", len(old) - tail, len(old),
                     len(new) - tail, len(new)))
     return ops
+
+
+def _longest(same, most: int) -> int:
+    """The largest k <= most for which same(k) holds (same(0) does, and
+    same(k) implies same(k - 1)): a binary search whose list compares run
+    in C, for files of thousands of lines."""
+    lo, hi = 0, most
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if same(mid):
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
 
 
 def _match(lines: list, rendered: list, numbers: list) -> list:

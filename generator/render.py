@@ -84,10 +84,10 @@ class ConfinedLoader(jinja2.FileSystemLoader):
         self.templates = templates
 
     def get_source(self, environment, template):
-        if confined(self.templates, template) is None:
+        path = confined(self.templates, template)
+        if path is None:
             raise jinja2.TemplateNotFound(
                 f"{template} (outside {display_path(self.templates)}/)")
-        path = confined(self.templates, template)
         if not path.is_file():
             raise jinja2.TemplateNotFound(template)
         try:

@@ -175,7 +175,7 @@ def _render_series(series: Series, base: BaseTree, tmp: Path, env, progress,
                         f"{base.version}; `gen-series tables` makes it",
                         change.info)
                 text = source.read_bytes()
-            before = provenance.file_lines(root / change.file)
+            before = tracker.lines(root / change.file, change.file)
             edits.apply_change(root, change, text, base.version)
             tracker.edited(change, before,
                            provenance.file_lines(root / change.file), text)
