@@ -5,7 +5,7 @@ import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypedDict
+from typing import NotRequired, TypedDict
 
 from generator import build as qbuild
 from generator import gitops, patchfiles
@@ -73,6 +73,8 @@ class Item(TypedDict):
     patch: str
     ok: bool
     message: str
+    base: NotRequired[bool | None]  # the qtest step: passed on the base
+    tip: NotRequired[bool | None]   # and on the tip (None: not run)
 
 
 @dataclass
