@@ -17,6 +17,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +45,7 @@ class Build:
     """One configured build directory inside the source clone."""
     name: str
     dir: Path
-    env: dict
+    env: dict[str, str]
 
 
 # where the native build, the aarch64 cross build (compile checks), the
@@ -54,8 +55,8 @@ BUILD_DIRS = (Path("build"), Path("build-aarch64"), Path("build-aarch64-kvm"),
               Path("build-asan"))
 
 
-def prepare_source(base: BaseTree, patches: list, build_root: Path,
-                   progress) -> Path:
+def prepare_source(base: BaseTree, patches: list[Path], build_root: Path,
+                   progress: Callable[[str], None]) -> Path:
     """A clean clone of the base at <build-dir>/qemu with `patches` applied."""
     src = build_root / "qemu"
     marker = src / ".git" / MARKER
@@ -84,7 +85,8 @@ def prepare_source(base: BaseTree, patches: list, build_root: Path,
     return src
 
 
-def apply_one_by_one(src: Path, base: str, patches: list):
+def apply_one_by_one(src: Path, base: str,
+                     patches: list[Path]) -> Iterator[tuple[Path, str | None]]:
     """Reset the clone at `src` to `base` (build dirs kept), then `git am`
     the patches one at a time, yielding (patch, error or None) after each
     and stopping at the first that does not apply."""
@@ -100,24 +102,25 @@ def apply_one_by_one(src: Path, base: str, patches: list):
         yield patch, None
 
 
-def series_stamp(base: BaseTree, patches: list) -> str:
+def series_stamp(base: BaseTree, patches: list[Path]) -> str:
     h = hashlib.sha256(base.commit.encode())
     for patch in patches:
         h.update(patch.read_bytes())
     return h.hexdigest()
 
 
-def mark_applied(src: Path, base: BaseTree, patches: list) -> None:
+def mark_applied(src: Path, base: BaseTree, patches: list[Path]) -> None:
     """Record that the tree at `src` is `base` with `patches` applied."""
     (src / ".git" / STAMP).write_text(series_stamp(base, patches))
 
 
-def _run_logged(cmd: list, cwd: Path, log: Path, env: dict, what: str,
-                progress) -> None:
+def _run_logged(cmd: list[str], cwd: Path, log: Path, env: dict[str, str],
+                what: str, progress: Callable[[str], None]) -> None:
     progress(f"{what}: {shlex.join(cmd)}  (log: {log})")
     with open(log, "w") as f:
         proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True)
+        assert proc.stdout is not None      # stdout=PIPE
         shown = -1
         for line in proc.stdout:
             f.write(line)
@@ -140,15 +143,16 @@ def _run_logged(cmd: list, cwd: Path, log: Path, env: dict, what: str,
                           f"see {log}:\n{detail}")
 
 
-def build_env(src: Path) -> dict:
+def build_env(src: Path) -> dict[str, str]:
     env = dict(os.environ)
     env.setdefault("CCACHE_BASEDIR", str(src))
     env.setdefault("CCACHE_NOHASHDIR", "1")
     return env
 
 
-def configure(src: Path, build: Path, build_root: Path, progress,
-              args: list, env: dict) -> Path:
+def configure(src: Path, build: Path, build_root: Path,
+              progress: Callable[[str], None], args: list[str],
+              env: dict[str, str]) -> Path:
     """Configure `build` unless it is already configured the same way."""
     stamp = build / ".gen-series-configure"
     if stamp.is_file() and stamp.read_text() == "\n".join(args) and \
@@ -163,8 +167,8 @@ def configure(src: Path, build: Path, build_root: Path, progress,
     return build
 
 
-def ninja(build: Path, build_root: Path, targets: list, env: dict,
-          progress) -> None:
+def ninja(build: Path, build_root: Path, targets: list[str],
+          env: dict[str, str], progress: Callable[[str], None]) -> None:
     if shutil.which("ninja") is None:
         raise ToolError("ninja is needed to build QEMU (apt-get install "
                         "ninja-build)")
@@ -174,7 +178,7 @@ def ninja(build: Path, build_root: Path, targets: list, env: dict,
                 progress)
 
 
-def check_warnings(log: Path, c_files: list, src: Path) -> None:
+def check_warnings(log: Path, c_files: list[str], src: Path) -> None:
     """Fail on compiler warnings in the files the series changes: the
     release builds with --disable-werror, QEMU's own CI does not."""
     found = []
@@ -196,7 +200,8 @@ def _compiler(cc: str) -> str:
     return f"--cc=ccache {cc}" if shutil.which("ccache") else f"--cc={cc}"
 
 
-def configure_asan(src: Path, build_root: Path, progress) -> Build:
+def configure_asan(src: Path, build_root: Path,
+                   progress: Callable[[str], None]) -> Build:
     """A native build with AddressSanitizer (and UBSan's checks that QEMU's
     --enable-asan brings), for the qtests that exercise the series."""
     env = build_env(src)
@@ -207,7 +212,8 @@ def configure_asan(src: Path, build_root: Path, progress) -> Build:
                                    env), env)
 
 
-def configure_native(src: Path, build_root: Path, progress) -> Build:
+def configure_native(src: Path, build_root: Path,
+                     progress: Callable[[str], None]) -> Build:
     env = build_env(src)
     return Build("native", configure(src, src / BUILD_DIRS[0], build_root,
                                      progress,
@@ -215,11 +221,12 @@ def configure_native(src: Path, build_root: Path, progress) -> Build:
                                      env), env)
 
 
-_HELD: set = set()      # build dirs this process holds the lock of
+_HELD: set[Path] = set()      # build dirs this process holds the lock of
 
 
 @contextmanager
-def exclusive(build_root: Path, progress):
+def exclusive(build_root: Path, progress: Callable[[str], None]
+              ) -> Iterator[None]:
     """One gen-series at a time in a build dir: two would `git am` into
     the same clone.  A second run waits, saying so."""
     if build_root in _HELD:
@@ -240,7 +247,8 @@ def exclusive(build_root: Path, progress):
 
 
 def build(base: BaseTree, series_dir: Path | None, build_root: Path,
-          progress, targets: list = ()) -> Path:
+          progress: Callable[[str], None],
+          targets: Sequence[str] = ()) -> Path:
     """Apply, configure, build; return the qemu-system-aarch64 path.
     With no series, the unpatched base (to compare against)."""
     build_root = build_root.resolve()
@@ -249,7 +257,7 @@ def build(base: BaseTree, series_dir: Path | None, build_root: Path,
 
 
 def _build(base: BaseTree, series_dir: Path | None, build_root: Path,
-           progress, targets: list) -> Path:
+           progress: Callable[[str], None], targets: Sequence[str]) -> Path:
     patches = series_files(series_dir) if series_dir else []
     src = prepare_source(base, patches, build_root, progress)
     native = configure_native(src, build_root, progress)
@@ -271,7 +279,7 @@ def cross_sysroot() -> Path:
     return cache_dir() / "sysroot-arm64"
 
 
-def _cross_env(src: Path, build_root: Path) -> dict:
+def _cross_env(src: Path, build_root: Path) -> dict[str, str]:
     env = build_env(src)
     # QEMU's configure asks ${cross_prefix}pkg-config, which bookworm lacks
     wrapper = build_root / f"{CROSS_PREFIX}pkg-config"
@@ -283,12 +291,13 @@ def _cross_env(src: Path, build_root: Path) -> dict:
     return env
 
 
-def object_targets(build_dir: Path, c_files: list) -> dict:
+def object_targets(build_dir: Path,
+                   c_files: list[str]) -> dict[str, list[str]]:
     """ninja object targets compiling each file, in a configured build
     (from its compile_commands.json)."""
     import json
     db = json.loads((build_dir / "compile_commands.json").read_text())
-    objects = {c: [] for c in c_files}
+    objects: dict[str, list[str]] = {c: [] for c in c_files}
     for entry in db:
         path = os.path.normpath(os.path.join(entry["directory"],
                                              entry["file"]))
@@ -309,14 +318,15 @@ def require_cross() -> None:
                         f"{cross_sysroot()}: run .ci/setup")
 
 
-def configure_cross(src: Path, build_root: Path, progress) -> Build:
+def configure_cross(src: Path, build_root: Path,
+                    progress: Callable[[str], None]) -> Build:
     env = _cross_env(src, build_root)
     return Build("aarch64-kvm", configure(src, src / BUILD_DIRS[1],
                                           build_root, progress,
                                           cross_configure_args(), env), env)
 
 
-def cross_configure_args() -> list:
+def cross_configure_args() -> list[str]:
     sysroot = cross_sysroot()
     return CONFIGURE_ARGS + [
         f"--cross-prefix={CROSS_PREFIX}", "--enable-kvm",
@@ -325,7 +335,8 @@ def cross_configure_args() -> list:
         f"--extra-ldflags=-L{sysroot}/usr/lib/aarch64-linux-gnu"]
 
 
-def configure_kvm_host(src: Path, build_root: Path, progress) -> Build:
+def configure_kvm_host(src: Path, build_root: Path,
+                       progress: Callable[[str], None]) -> Build:
     """qemu-system-aarch64 for an Arm KVM host, without TCG or optional
     features: about 2 minutes to build cold, and it needs only glib,
     pcre2, zlib and libfdt at run time."""
@@ -338,7 +349,7 @@ def configure_kvm_host(src: Path, build_root: Path, progress) -> Build:
 
 
 def kvm_host_build(base: BaseTree, series_dir: Path, build_root: Path,
-                   progress) -> Path:
+                   progress: Callable[[str], None]) -> Path:
     """Apply and build the KVM-only aarch64 binary; return its path."""
     build_root = build_root.resolve()
     patches = series_files(series_dir)
@@ -347,8 +358,8 @@ def kvm_host_build(base: BaseTree, series_dir: Path, build_root: Path,
         return build_kvm_host(src, build_root, patches, progress)
 
 
-def build_kvm_host(src: Path, build_root: Path, patches: list,
-                   progress) -> Path:
+def build_kvm_host(src: Path, build_root: Path, patches: list[Path],
+                   progress: Callable[[str], None]) -> Path:
     """The KVM-only aarch64 binary of the tree at `src` (series applied)."""
     require_cross()
     kvm = configure_kvm_host(src, build_root, progress)
@@ -359,7 +370,7 @@ def build_kvm_host(src: Path, build_root: Path, patches: list,
 
 
 def cross_build(base: BaseTree, series_dir: Path, build_root: Path,
-                progress) -> dict:
+                progress: Callable[[str], None]) -> dict[str, list[str]]:
     """Compile, for an aarch64 host with KVM, every C file the series
     changes that such a build compiles; return {file: [objects]}."""
     build_root = build_root.resolve()

@@ -22,15 +22,21 @@ import dataclasses
 import difflib
 import re
 import tempfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypedDict
+
+import jinja2
+import tree_sitter
 
 from generator import anchors, csyntax, edits, gitops
 from generator.errors import GenError
-from generator.model import Series
+from generator.model import Change, Series
 from generator.qemutree import BaseTree
 from generator.render import make_env, render
 from generator.series import copy_source, template_context
+from generator.source import SourceInfo
 
 FAILING = ("missing", "ambiguous", "failed")
 CANDIDATES = 3          # nearest candidates listed per anchor
@@ -39,17 +45,18 @@ CONTEXT = 3             # lines either side compared for an ambiguous match
 
 # ---- names in C files (csyntax) --------------------------------------------
 
-def _c_root(text: str):
+def _c_root(text: str) -> tree_sitter.Node:
     return csyntax.parse(text).root_node
 
 
-def _c_scope_nodes(root, kind: str, name: str) -> list:
+def _c_scope_nodes(root: tree_sitter.Node, kind: str,
+                   name: str) -> list[tree_sitter.Node]:
     return list(csyntax.scope_nodes(root, kind, name))
 
 
-def _c_names(root, kind: str) -> set:
+def _c_names(root: tree_sitter.Node, kind: str) -> set[str]:
     """Every name a `kind` scope could be anchored on in this file."""
-    names = set()
+    names: set[str | None] = set()
     for n in csyntax.walk(root):
         if kind == "function" and n.type == "function_definition":
             names.add(csyntax.declared_name(
@@ -57,32 +64,40 @@ def _c_names(root, kind: str) -> set:
         elif kind in ("struct", "enum") and n.type == f"{kind}_specifier":
             tag = n.child_by_field_name("name")
             if tag is not None:
-                names.add(tag.text.decode())
-            if n.parent.type == "type_definition":
+                names.add((tag.text or b"").decode())
+            parent = n.parent
+            if parent is not None and parent.type == "type_definition":
                 names.update(csyntax.declared_name(d) for d in
-                             n.parent.children_by_field_name("declarator"))
+                             parent.children_by_field_name("declarator"))
         elif kind == "declaration" and n.type == "declaration" and \
-                n.parent.type == "translation_unit":
+                n.parent is not None and n.parent.type == "translation_unit":
             names.update(csyntax.declared_name(d) for d in
                          n.children_by_field_name("declarator"))
-    names.discard(None)
-    return names
+    return {name for name in names if name is not None}
 
 
-def _c_functions(root) -> dict:
+def _c_functions(root: tree_sitter.Node) -> dict[str | None, tuple[int, str]]:
     """name -> (first line, text) of every function definition, from one
     parse (resolving each name would parse the file again)."""
-    found = {}
+    found: dict[str | None, tuple[int, str]] = {}
     for n in csyntax.walk(root):
         if n.type == "function_definition":
             name = csyntax.declared_name(n.child_by_field_name("declarator"))
-            found[name] = (n.start_point[0] + 1, n.text.decode())
+            found[name] = (n.start_point[0] + 1, (n.text or b"").decode())
     return found
 
 # ---------------------------------------------------------------------------
 
 
 QAPI_DOC_RE = re.compile(r"^# @([\w-]+):\s*$", re.MULTILINE)
+
+
+class FileChange(TypedDict):
+    """Upstream's change to one file the series reads."""
+    added: int                  # lines
+    removed: int
+    old: bool                   # the file is in the old release
+    new: bool                   # and in the new one
 
 
 @dataclass
@@ -94,7 +109,7 @@ class Placement:
     scope_line: int | None = None
     text: str = ""              # the anchored lines
     matched: str = ""           # the text the match matched
-    hits: tuple = ()            # lines of every hit, when ambiguous
+    hits: tuple[int, ...] = ()  # lines of every hit, when ambiguous
     context: str = ""           # the lines around it
 
 
@@ -118,7 +133,7 @@ class ChangeDrift:
     status: str
     old: Placement
     new: Placement
-    candidates: list = field(default_factory=list)
+    candidates: list[Candidate] = field(default_factory=list)
 
     @property
     def code_changed(self) -> bool:
@@ -139,23 +154,28 @@ class ProbeDrift:
 class Report:
     old: str                    # release versions
     new: str
-    probes: list
-    changes: list
-    files: dict                 # path -> {"added", "removed", "old", "new"}
-    problems: list              # why the series does not render on `new`
+    probes: list[ProbeDrift]
+    changes: list[ChangeDrift]
+    files: dict[str, FileChange]
+    problems: list[str]         # why the series does not render on `new`
 
     @property
     def renders(self) -> bool:
         return not self.problems
 
     @property
-    def flipped(self) -> list:
+    def flipped(self) -> list[ProbeDrift]:
         return [p for p in self.probes if p.old != p.new]
 
 
 # ---- one tree ---------------------------------------------------------------
 
-def locate(text: str, path: str, anchor) -> tuple:
+# one release's walk(): (probe facts, change id -> Placement, problems)
+Walk = tuple[dict[str, bool], dict[str, Placement], list[str]]
+
+
+def locate(text: str, path: str,
+           anchor: anchors.Anchor) -> tuple[Placement, anchors.Region | None]:
     """(Placement, Region or None): where `anchor` is in `text`, or why it
     is not (missing or ambiguous).  One resolve when it is there: the
     diagnosis only runs on a failure."""
@@ -172,11 +192,13 @@ def locate(text: str, path: str, anchor) -> tuple:
                                region.start + CONTEXT + 1])), region
 
 
-def _diagnose(text: str, path: str, anchor, reason: str) -> Placement:
+def _diagnose(text: str, path: str, anchor: anchors.Anchor,
+              reason: str) -> Placement:
     """Why `anchor` does not resolve: its scope or its match is missing or
     there more than once (the hits' lines), or something else."""
     lines = text.splitlines(keepends=True)
-    scope_line, start, end = None, 0, len(lines)
+    scope_line: int | None = None
+    start, end = 0, len(lines)
     if anchor.scope_kind:
         try:
             scope = anchors.resolve(text, path,
@@ -196,30 +218,33 @@ def _diagnose(text: str, path: str, anchor, reason: str) -> Placement:
     return Placement("failed", reason, scope_line=scope_line)
 
 
-def _scope_lines(text: str, path: str, anchor) -> list:
+def _scope_lines(text: str, path: str, anchor: anchors.Anchor) -> list[int]:
     """The line of every definition of the anchor's scope."""
     if anchor.scope_kind == "qapi":
         return [text.count("\n", 0, m.start()) + 1
                 for m in QAPI_DOC_RE.finditer(text)
                 if m.group(1) == anchor.scope_name]
-    if not csyntax.is_c(path):
+    if not csyntax.is_c(path) or anchor.scope_kind is None or \
+            anchor.scope_name is None:
         return []
     return [n.start_point[0] + 1 for n in
             _c_scope_nodes(_c_root(text), anchor.scope_kind,
                            anchor.scope_name)]
 
 
-def _tree_files(series: Series) -> list:
+def _tree_files(series: Series) -> list[str]:
     return sorted({p.file for p in series.probes.values()} |
                   {c.file for p in series.patches for c in p.changes})
 
 
-def walk(series: Series, base: BaseTree, progress=lambda msg: None):
+def walk(series: Series, base: BaseTree,
+         progress: Callable[[str], None] = lambda msg: None) -> Walk:
     """Apply the spec to `base` as `generate` does, but go on after a
     change fails.  Returns (probe facts, change id -> Placement, problems
     that are not a change's: a probe's file missing, a message template)."""
     env = make_env(series.templates)
-    placements, problems = {}, []
+    placements: dict[str, Placement] = {}
+    problems: list[str] = []
     with tempfile.TemporaryDirectory(prefix="gen-series-drift-") as tmp:
         root = Path(tmp)
         for path in _tree_files(series):
@@ -227,7 +252,7 @@ def walk(series: Series, base: BaseTree, progress=lambda msg: None):
             if text is not None:
                 (root / path).parent.mkdir(parents=True, exist_ok=True)
                 (root / path).write_text(text, encoding="utf-8")
-        facts = {}
+        facts: dict[str, bool] = {}
         for name, probe in series.probes.items():
             path = root / probe.file
             if not path.is_file():
@@ -259,11 +284,12 @@ def walk(series: Series, base: BaseTree, progress=lambda msg: None):
     return facts, placements, problems
 
 
-def _place(series, env, context, root: Path, change, version) -> Placement:
+def _place(series: Series, env: jinja2.Environment, context: dict[str, object],
+           root: Path, change: Change, version: str) -> Placement:
     """Render and apply one change; where its anchor was, or why not."""
     placement = Placement("resolved")
     try:
-        text = render(env, series.templates, change.template,
+        text: str | bytes | None = render(env, series.templates, change.template,
                       {**context, **change.params}, change.info) \
             if change.template else None
         if change.action == "copy-file":
@@ -284,7 +310,9 @@ def _place(series, env, context, root: Path, change, version) -> Placement:
         placement, region = locate(original, change.file, change.anchor)
         if region is None:
             return placement
-        lines = edits.ACTIONS[change.action].handler(
+        handler = edits.ACTIONS[change.action].handler
+        assert handler is not None      # an anchored action has one
+        lines = handler(
             original.splitlines(keepends=True), region,
             (text or "").splitlines(keepends=True), change.anchor)
         path.write_text("".join(lines), encoding="utf-8")
@@ -298,13 +326,13 @@ def _place(series, env, context, root: Path, change, version) -> Placement:
 # ---- two trees -------------------------------------------------------------
 
 def compare(series: Series, old: BaseTree, new: BaseTree,
-            progress=lambda msg: None) -> Report:
+            progress: Callable[[str], None] = lambda msg: None) -> Report:
     return compare_walks(series, old, walk(series, old, progress),
                          new, walk(series, new, progress))
 
 
-def compare_walks(series: Series, old: BaseTree, old_walk: tuple,
-                  new: BaseTree, new_walk: tuple) -> Report:
+def compare_walks(series: Series, old: BaseTree, old_walk: Walk,
+                  new: BaseTree, new_walk: Walk) -> Report:
     """The report from each release's walk() (a walk serves both
     directions)."""
     old_facts, old_places, _ = old_walk
@@ -348,7 +376,8 @@ def _status(before: Placement, after: Placement) -> str | None:
     return "resolved"
 
 
-def _file_changes(series: Series, old: BaseTree, new: BaseTree) -> dict:
+def _file_changes(series: Series, old: BaseTree,
+                  new: BaseTree) -> dict[str, FileChange]:
     """Lines added and removed upstream in each file the series reads."""
     paths = [p for p in _tree_files(series)
              if not any(c.file == p and c.action in ("create-file",
@@ -357,7 +386,7 @@ def _file_changes(series: Series, old: BaseTree, new: BaseTree) -> dict:
     with tempfile.TemporaryDirectory(prefix="gen-series-drift-") as tmp:
         repo = gitops.union_repo(Path(tmp), [old.repo, new.repo])
         stats = gitops.numstat(repo, old.commit, new.commit, paths)
-    files = {}
+    files: dict[str, FileChange] = {}
     for path in paths:
         added, removed = stats.get(path, (0, 0))
         files[path] = {
@@ -369,16 +398,16 @@ def _file_changes(series: Series, old: BaseTree, new: BaseTree) -> dict:
 
 # ---- nearest candidates ------------------------------------------------------
 
-def _ratio(a, b) -> float:
+def _ratio(a: Sequence[str], b: Sequence[str]) -> float:
     return difflib.SequenceMatcher(None, a, b, autojunk=False).ratio()
 
 
-def _stripped(text: str) -> list:
+def _stripped(text: str) -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
-def nearest(tree: BaseTree, path: str, anchor, old: Placement,
-            new: Placement) -> list:
+def nearest(tree: BaseTree, path: str, anchor: anchors.Anchor, old: Placement,
+            new: Placement) -> list[Candidate]:
     """What the anchor most likely became in `tree`, closest first."""
     text = gitops.read_blob(tree.repo, tree.commit, path)
     if text is None:
@@ -397,16 +426,21 @@ def nearest(tree: BaseTree, path: str, anchor, old: Placement,
     return found[:CANDIDATES]
 
 
-def _region_text(text: str, path: str, kind: str, name: str) -> tuple:
-    region = anchors.resolve(text, path, anchors.Anchor(kind, name, None, None))
+def _region_text(text: str, path: str, kind: str,
+                 name: str) -> tuple[int, str]:
+    region = anchors.resolve(text, path, anchors.Anchor(kind, name, None,
+                                                        SourceInfo(path)))
     lines = text.splitlines(keepends=True)
     return region.start + 1, "".join(lines[region.start:region.end])
 
 
-def _similar_scopes(text: str, path: str, anchor, old: Placement) -> list:
+def _similar_scopes(text: str, path: str, anchor: anchors.Anchor,
+                    old: Placement) -> list[Candidate]:
     """Definitions of the same kind, by name and (when the old release
     showed it) by body: a renamed function keeps most of its body."""
     kind, name = anchor.scope_kind, anchor.scope_name
+    if kind is None or name is None:
+        return []
     if kind == "qapi":
         names = set(QAPI_DOC_RE.findall(text))
     elif csyntax.is_c(path):
@@ -441,9 +475,10 @@ def _similar_scopes(text: str, path: str, anchor, old: Placement) -> list:
     return out
 
 
-def _elsewhere(tree: BaseTree, anchor, exclude: str | None = None) -> list:
+def _elsewhere(tree: BaseTree, anchor: anchors.Anchor,
+               exclude: str | None = None) -> list[Candidate]:
     """The scope, same name, in another file (code moved between files)."""
-    if anchor.scope_kind != "function":
+    if anchor.scope_kind != "function" or anchor.scope_name is None:
         return []
     name = re.escape(anchor.scope_name)
     hits = gitops.grep(tree.repo, tree.commit, rf"^([A-Za-z_].*[ *])?{name}\(",
@@ -463,7 +498,8 @@ def _enclosing(text: str, path: str, line: int) -> str:
     return ""
 
 
-def _match_elsewhere(text: str, path: str, anchor) -> list:
+def _match_elsewhere(text: str, path: str,
+                     anchor: anchors.Anchor) -> list[Candidate]:
     """The match outside its scope: a block moved to another function."""
     if anchor.match is None or not anchor.scope_kind:
         return []
@@ -476,17 +512,18 @@ def _match_elsewhere(text: str, path: str, anchor) -> list:
     return out[:CANDIDATES]
 
 
-def _needle(anchor, old: Placement) -> list:
+def _needle(match: re.Pattern[str], old: Placement) -> list[str]:
     """What the match is looking for: the text it matched on the old
     release, else the pattern with its regex syntax dropped."""
     if old.status == "resolved" and old.matched.strip():
         return _stripped(old.matched)
     literal = re.sub(r"\\(.)", r"\1", re.sub(r"[\^$]|\\[swdbSWDB][*+?]?",
-                                              "", anchor.match.pattern))
+                                              "", match.pattern))
     return _stripped(literal)
 
 
-def _similar_lines(text: str, path: str, anchor, old: Placement) -> list:
+def _similar_lines(text: str, path: str, anchor: anchors.Anchor,
+                   old: Placement) -> list[Candidate]:
     """Lines of the scope (or file) most like what the match matched: a
     changed signature, a renamed argument."""
     lines = text.splitlines()
@@ -500,7 +537,7 @@ def _similar_lines(text: str, path: str, anchor, old: Placement) -> list:
             pass
     if anchor.match is None:
         return []
-    needle = "\n".join(_needle(anchor, old))
+    needle = "\n".join(_needle(anchor.match, old))
     size = max(1, needle.count("\n") + 1)
     scored = []
     for i in range(start, max(start + 1, end - size + 1)):
@@ -512,8 +549,8 @@ def _similar_lines(text: str, path: str, anchor, old: Placement) -> list:
             for score, line, snippet in scored[:CANDIDATES]]
 
 
-def _rank_hits(text: str, path: str, anchor, old: Placement,
-               new: Placement) -> list:
+def _rank_hits(text: str, path: str, anchor: anchors.Anchor, old: Placement,
+               new: Placement) -> list[Candidate]:
     """Each hit of an ambiguous anchor, the one whose surroundings look
     most like the old release's first."""
     lines = text.splitlines()
@@ -532,7 +569,7 @@ def _rank_hits(text: str, path: str, anchor, old: Placement,
     return out
 
 
-def _match_lines(text: str, path: str, anchor) -> list:
+def _match_lines(text: str, path: str, anchor: anchors.Anchor) -> list[int]:
     """The lines of every hit of the match inside its scope, on `text`."""
     found, _ = locate(text, path, anchor)
     return list(found.hits)
@@ -543,7 +580,7 @@ def _match_lines(text: str, path: str, anchor) -> list:
 def _lines_of(row: ChangeDrift) -> str:
     def at(p: Placement) -> str:
         return str(p.line) if p.line else "-"
-    if row.status == "moved":
+    if row.status == "moved" and row.old.line and row.new.line:
         delta = row.new.line - row.old.line
         return f"{at(row.old)} -> {at(row.new)} ({delta:+d})"
     return at(row.new) if row.new.line else at(row.old)

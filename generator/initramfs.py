@@ -15,9 +15,12 @@ from generator.errors import ToolError
 
 DIR, FILE, CHARDEV, SYMLINK = 0o040000, 0o100000, 0o020000, 0o120000
 
+# (name, mode, data) or, for a device, (name, mode, data, (major, minor))
+Entry = tuple[str, int, bytes] | tuple[str, int, bytes, tuple[int, int]]
 
-def _entry(name: str, mode: int, data: bytes = b"", rdev=(0, 0),
-           ino: int = 1) -> bytes:
+
+def _entry(name: str, mode: int, data: bytes = b"",
+           rdev: tuple[int, int] = (0, 0), ino: int = 1) -> bytes:
     fields = [ino, mode, 0, 0, 1, 0, len(data), 0, 0, rdev[0], rdev[1],
               len(name) + 1, 0]
     head = b"070701" + b"".join(b"%08X" % f for f in fields)
@@ -26,7 +29,7 @@ def _entry(name: str, mode: int, data: bytes = b"", rdev=(0, 0),
     return blob + b"\0" * (-len(blob) % 4)
 
 
-def cpio(entries: list, compress: bool = True) -> bytes:
+def cpio(entries: list[Entry], compress: bool = True) -> bytes:
     """An archive of (name, mode, data[, rdev]) entries, parents first:
     mode carries the type bits (DIR, FILE, CHARDEV, SYMLINK, whose data is
     the link target)."""
@@ -40,7 +43,7 @@ def cpio(entries: list, compress: bool = True) -> bytes:
     return out + b"\0" * (-len(out) % 4)
 
 
-def busybox_entries(busybox: Path, init: str) -> list:
+def busybox_entries(busybox: Path, init: str) -> list[Entry]:
     """The skeleton every guest here uses: busybox and an /init script."""
     return [("bin", DIR | 0o755, b""), ("dev", DIR | 0o755, b""),
             ("dev/console", CHARDEV | 0o600, b"", (5, 1)),

@@ -27,6 +27,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -71,7 +72,7 @@ def check_usable(out: str | Path) -> Path:
 
 
 @contextmanager
-def locked(out: Path):
+def locked(out: Path) -> Iterator[None]:
     fd = os.open(out, os.O_RDONLY | os.O_DIRECTORY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
@@ -101,12 +102,12 @@ def _write_new(path: Path, data: bytes) -> None:
         os.close(fd)
 
 
-def format_hashes(hashes: dict) -> bytes:
+def format_hashes(hashes: dict[str, str]) -> bytes:
     return "".join(f"{h}  {name}\n"
                    for name, h in sorted(hashes.items())).encode()
 
 
-def parse_hashes(text: str) -> dict:
+def parse_hashes(text: str) -> dict[str, str]:
     """name -> sha256; lines that are not "sha256  NAME" for a series file
     (a damaged or hand-edited manifest) vouch for nothing."""
     hashes = {}
@@ -117,7 +118,7 @@ def parse_hashes(text: str) -> dict:
     return hashes
 
 
-def read_manifest(out: Path) -> dict:
+def read_manifest(out: Path) -> dict[str, str]:
     try:
         return parse_hashes((out / MANIFEST).read_text(errors="replace"))
     except FileNotFoundError:
@@ -168,14 +169,14 @@ def _complete(out: Path) -> None:
     shutil.rmtree(journal)
 
 
-def _refuse(out: Path, name: str, manifest: dict) -> ToolError:
+def _refuse(out: Path, name: str, manifest: dict[str, str]) -> ToolError:
     why = ("was changed since gen-series wrote it" if name in manifest
            else "was not written by gen-series")
     return ToolError(f"--out {out}: {name} {why}: move it away (or remove "
                      "it) and run again; nothing was written")
 
 
-def replace_series(out: Path, files: dict) -> list:
+def replace_series(out: Path, files: dict[str, bytes]) -> list[Path]:
     """Make `files` (name -> bytes) the series in `out`; return their
     paths.  Unchanged files are not touched (their mtime kept)."""
     try:
@@ -197,7 +198,8 @@ def replace_series(out: Path, files: dict) -> list:
     return [out / name for name in sorted(files)]
 
 
-def _plan(out: Path, files: dict) -> tuple:
+def _plan(out: Path,
+          files: dict[str, bytes]) -> tuple[dict[str, bytes], dict[str, str]]:
     """The files to write and those to remove (name -> hash); refused if
     that would replace or remove a file that is not ours to touch."""
     manifest = read_manifest(out)
@@ -231,7 +233,7 @@ def _plan(out: Path, files: dict) -> tuple:
     return changed, remove
 
 
-def _commit(out: Path, changed: dict, remove: dict,
+def _commit(out: Path, changed: dict[str, bytes], remove: dict[str, str],
             new_manifest: bytes) -> None:
     try:
         staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=out))

@@ -21,9 +21,9 @@ SUBJECT_NUMBER = re.compile(r"^Subject: \[[^\]]*?\b(\d+)/(\d+)\]", re.M)
 @dataclass(frozen=True)
 class PatchFile:
     path: Path
-    files: tuple            # every file the patch changes, in diff order
-    kept: tuple             # those it does not delete
-    added: dict             # file -> frozenset of added line numbers
+    files: tuple[str, ...]  # every file the patch changes, in diff order
+    kept: tuple[str, ...]   # those it does not delete
+    added: dict[str, frozenset[int]]    # file -> added line numbers
 
 
 def parse(path: Path) -> PatchFile:
@@ -40,17 +40,18 @@ def _parse(path: Path, mtime_ns: int, size: int) -> PatchFile:
         tuple(pf.path for pf in diff),
         tuple(pf.path for pf in diff if not pf.is_removed_file),
         {pf.path: frozenset(line.target_line_no for hunk in pf
-                            for line in hunk if line.is_added)
+                            for line in hunk if line.is_added
+                            and line.target_line_no is not None)
          for pf in diff})
 
 
-def changed_files(patch: Path, with_removed: bool = True) -> list:
+def changed_files(patch: Path, with_removed: bool = True) -> list[str]:
     """The files one patch changes (without those it deletes)."""
     parsed = parse(patch)
     return list(parsed.files if with_removed else parsed.kept)
 
 
-def touched_c_files(patches: list) -> list:
+def touched_c_files(patches: list[Path]) -> list[str]:
     """The C files a series changes, in order."""
     files = []
     for patch in patches:
@@ -60,7 +61,7 @@ def touched_c_files(patches: list) -> list:
     return files
 
 
-def series_files(series_dir: Path) -> list:
+def series_files(series_dir: Path) -> list[Path]:
     """The patches of a series directory, in order, cover letter excluded."""
     if not series_dir.is_dir():
         raise ToolError(f"--series {series_dir}: no such directory")
@@ -75,7 +76,7 @@ def series_files(series_dir: Path) -> list:
     return files
 
 
-def check_whole(series_dir: Path, files: list) -> None:
+def check_whole(series_dir: Path, files: list[Path]) -> None:
     """A series with a patch missing, or whose `[... NN/MM]` subjects (and
     cover letter) disagree with its files, is not the series that was
     written: fail naming what is wrong."""

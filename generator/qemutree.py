@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,7 +91,7 @@ BASE_TAG = "gen-series-base"
 
 
 @contextmanager
-def _lock(trees: Path, key: str, wait: bool = True):
+def _lock(trees: Path, key: str, wait: bool = True) -> Iterator[bool]:
     """Yield True with the lock of `key` held (False: held elsewhere and
     not `wait`).  Lock files stay: removing one races with its next user."""
     with open(trees / f".lock-{key}", "a") as f:
@@ -114,9 +115,9 @@ def _sweep(trees: Path, key: str) -> None:
                 shutil.rmtree(stale, ignore_errors=True)
 
 
-def _cached_base(done: Path, origin: Path) -> tuple:
-    """(BaseTree, None) for a usable cached tree, else (None, what is
-    wrong with it)."""
+def _cached_base(done: Path, origin: Path) -> tuple[BaseTree | None, str]:
+    """(BaseTree, "") for a usable cached tree, else (None, what is wrong
+    with it)."""
     if not done.exists():
         return None, "missing"
     if not (done / ".git").is_dir():
@@ -128,10 +129,10 @@ def _cached_base(done: Path, origin: Path) -> tuple:
     if version is None:
         return None, "VERSION unreadable"
     return BaseTree(done, commit, version.strip(), str(origin),
-                    cached=True), None
+                    cached=True), ""
 
 
-def _import(path: Path, progress) -> BaseTree:
+def _import(path: Path, progress: Callable[[str], None]) -> BaseTree:
     """Unpack a tarball or .dsc into a cached git repo (once)."""
     key = f"{path.name}-{_digest(path)}"
     trees = cache_dir() / "trees"
@@ -173,7 +174,7 @@ def _discard(done: Path, trees: Path, key: str, why: str) -> None:
 
 
 def _unpack_into(path: Path, done: Path, trees: Path, key: str,
-                 progress) -> None:
+                 progress: Callable[[str], None]) -> None:
     progress(f"unpacking {path.name} into {done} (once)")
     tmp = Path(tempfile.mkdtemp(prefix=f"{UNPACK_PREFIX}{key}-", dir=trees))
     try:
@@ -195,15 +196,16 @@ def _unpack_into(path: Path, done: Path, trees: Path, key: str,
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def resolve_base(qemu: str, progress=lambda msg: None) -> BaseTree:
+def resolve_base(qemu: str,
+                 progress: Callable[[str], None] = lambda msg: None) -> BaseTree:
     """Turn --qemu PATH into a BaseTree; PATH itself is never modified."""
     path = Path(qemu)
     if not path.exists():
         raise ToolError(f"--qemu {qemu}: no such file or directory")
     if path.is_dir():
         top = gitops.work_tree_top(path)
-        commit = top and gitops.resolve_commit(top, "HEAD")
-        if commit is None:
+        commit = gitops.resolve_commit(top, "HEAD") if top else None
+        if top is None or commit is None:
             raise ToolError(f"--qemu {qemu}: a directory must be a QEMU git "
                             "work tree (or give a release tarball or .dsc)")
         version = gitops.read_blob(top, commit, "VERSION")

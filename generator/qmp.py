@@ -10,6 +10,11 @@ import json
 import select
 import socket
 import time
+from typing import Any
+
+# A QMP message, or a command's return value, as json.loads gives it: the
+# QMP schema, which the caller knows, says what is inside
+JsonObject = dict[str, Any]
 
 
 class QmpError(Exception):
@@ -26,9 +31,9 @@ class Qmp:
     def __init__(self, sock: socket.socket):
         self.sock = sock
         self.buffer = b""
-        self.events: list = []
+        self.events: list[JsonObject] = []
 
-    def message(self, timeout: float) -> dict:
+    def message(self, timeout: float) -> JsonObject:
         """The next message; TimeoutError leaves a partial one buffered."""
         deadline = time.monotonic() + timeout
         while b"\n" not in self.buffer:
@@ -44,22 +49,33 @@ class Qmp:
                     raise QmpClosed("QEMU closed its monitor")
                 self.buffer += data
         line, _, self.buffer = self.buffer.partition(b"\n")
-        return json.loads(line) if line.strip() else self.message(timeout)
+        if not line.strip():
+            return self.message(timeout)
+        msg = json.loads(line)
+        if not isinstance(msg, dict):
+            raise QmpError(f"not a QMP message: {line[:200]!r}")
+        return msg
 
-    def greeting(self, timeout: float = 60) -> dict:
+    def greeting(self, timeout: float = 60) -> JsonObject:
         """Wait for the greeting, then leave capabilities negotiation."""
         hello = self.message(timeout)
         return self.negotiate(hello)
 
-    def negotiate(self, hello: dict) -> dict:
-        if "QMP" not in hello:
+    def negotiate(self, hello: JsonObject) -> JsonObject:
+        info = hello.get("QMP")
+        if not isinstance(info, dict):
             raise QmpError(f"not a QMP greeting: {hello}")
         self.cmd("qmp_capabilities")
-        return hello["QMP"]
+        return info
 
-    def cmd(self, name: str, timeout: float = 60, **arguments):
+    def cmd(self, name: str, timeout: float = 60, **arguments: object) -> Any:
         """The command's return value; raise QmpError with its message."""
-        msg = {"execute": name}
+        return self.execute(name, arguments, timeout)
+
+    def execute(self, name: str, arguments: dict[str, object],
+                timeout: float = 60) -> Any:
+        """cmd() for arguments whose names are not Python identifiers."""
+        msg: dict[str, object] = {"execute": name}
         if arguments:
             msg["arguments"] = arguments
         try:
@@ -77,4 +93,8 @@ class Qmp:
         return reply["return"]
 
     def hmp(self, command: str) -> str:
-        return self.cmd("human-monitor-command", **{"command-line": command})
+        text = self.execute("human-monitor-command",
+                            {"command-line": command})
+        if not isinstance(text, str):
+            raise QmpError(f"human-monitor-command returned {text!r}")
+        return text

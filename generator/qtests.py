@@ -62,7 +62,7 @@ def provide_firmware(build_dir: Path, guest_dir: Path) -> None:
             (data_dir / name).write_bytes(bytes(4096))
 
 
-def qtest_env(**extra) -> dict:
+def qtest_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ, **extra)
     env["QTEST_QEMU_BINARY"] = "./qemu-system-aarch64"
     env.pop("V", None)
@@ -78,7 +78,7 @@ class CaseResult:
     output: str
 
 
-def list_cases(build_dir: Path, test: str, env: dict) -> list:
+def list_cases(build_dir: Path, test: str, env: dict[str, str]) -> list[str]:
     """The GTest paths a qtest (a name in tests/qtest, or a path in the
     build dir) registers (`-l`)."""
     binary = test_binary(test)
@@ -92,8 +92,8 @@ def list_cases(build_dir: Path, test: str, env: dict) -> list:
             if line.startswith("/")]
 
 
-def run_case(build_dir: Path, test: str, case: str | None, env: dict,
-             timeout: float = 600) -> CaseResult:
+def run_case(build_dir: Path, test: str, case: str | None,
+             env: dict[str, str], timeout: float = 600) -> CaseResult:
     """One case of a qtest (or all of it, with `case` None); `test` is a
     name in tests/qtest or a path in the build dir.  Each case
     runs alone: glib's assertions abort the whole binary at the first

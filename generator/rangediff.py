@@ -17,6 +17,7 @@ import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import unidiff
 
@@ -27,6 +28,9 @@ from generator.qemutree import BaseTree
 SUMMARY_RE = re.compile(r"^\s*(\d+|-):\s+(\S+) ([=!<>]) +(\d+|-):\s+(\S+) (.*)$")
 VERDICTS = {"=": "same", "<": "dropped", ">": "added"}
 NUMBERING_RE = re.compile(r"^Subject: \[[^\]]*\] ", re.MULTILINE)
+
+# a patch's message, and per file: (path, lines removed, lines added)
+Essence = tuple[str, tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...]]
 
 
 @dataclass
@@ -51,7 +55,7 @@ def _check_base(series_dir: Path, base: BaseTree) -> None:
                         f"{base.commit[:12]} (QEMU {base.version})")
 
 
-def essence(patch: Path) -> tuple:
+def essence(patch: Path) -> Essence:
     """What a patch says and does, without where: its message (numbering
     dropped) and, per file, the lines it removes and adds."""
     text = patch.read_text(encoding="utf-8")
@@ -66,7 +70,7 @@ def essence(patch: Path) -> tuple:
 
 
 def compare(old: BaseTree, old_dir: Path, new: BaseTree, new_dir: Path,
-            progress=lambda msg: None) -> list:
+            progress: Callable[[str], None] = lambda msg: None) -> list[Pair]:
     """The pairs of patches of two series, in range-diff's order."""
     for series_dir, base in ((old_dir, old), (new_dir, new)):
         _check_base(series_dir, base)
@@ -82,7 +86,7 @@ def compare(old: BaseTree, old_dir: Path, new: BaseTree, new_dir: Path,
         new_tip = gitops.commit_patches(repo, new.commit, new_files)
         text = gitops.range_diff(repo, f"{old.commit}..{old_tip}",
                                  f"{new.commit}..{new_tip}")
-    pairs = []
+    pairs: list[Pair] = []
     for line in text.splitlines():
         m = SUMMARY_RE.match(line)
         if m is None:
@@ -92,14 +96,18 @@ def compare(old: BaseTree, old_dir: Path, new: BaseTree, new_dir: Path,
         a, _, mark, b, _, subject = m.groups()
         before = old_files[int(a) - 1] if a != "-" else None
         after = new_files[int(b) - 1] if b != "-" else None
-        verdict = VERDICTS.get(mark) or (
-            "context" if essence(before) == essence(after) else "changed")
-        pairs.append(Pair(before and before.name, after and after.name,
-                          subject, verdict))
+        verdict = VERDICTS.get(mark)
+        if verdict is None:
+            if before is None or after is None:     # "!" pairs two patches
+                raise ToolError(f"git range-diff: cannot read {line!r}")
+            verdict = ("context" if essence(before) == essence(after)
+                       else "changed")
+        pairs.append(Pair(before.name if before else None,
+                          after.name if after else None, subject, verdict))
     return pairs
 
 
-def format_pairs(pairs: list, old: str, new: str) -> str:
+def format_pairs(pairs: list[Pair], old: str, new: str) -> str:
     counts = {v: sum(p.verdict == v for p in pairs)
               for v in ("same", "context", "changed", "added", "dropped")}
     out = [f"{old} -> {new}: " + ", ".join(f"{n} {v}" for v, n in
@@ -117,7 +125,7 @@ def format_pairs(pairs: list, old: str, new: str) -> str:
     return "\n".join(out) + "\n"
 
 
-def to_json(pairs: list) -> str:
+def to_json(pairs: list[Pair]) -> str:
     import dataclasses
     import json
     return json.dumps([dataclasses.asdict(p) for p in pairs], indent=2) + "\n"

@@ -17,6 +17,7 @@ import subprocess
 import tempfile
 from collections import defaultdict
 from pathlib import Path
+from typing import Callable
 
 from generator import gitops, qtests
 from generator.build import build
@@ -35,12 +36,15 @@ TABLE_FILE = re.compile(r"^tests/data/acpi/(?P<arch>[^/]+)/(?P<machine>[^/]+)"
                         r"/(?P<table>[A-Z0-9]{4})\.(?P<variant>[\w-]+)$")
 ASL_DIFF = "asl.diff"
 
+# (arch, machine, variant) -> [(file in the tree, its source under templates)]
+TableGroups = dict[tuple[str, str, str], list[tuple[str, Path]]]
 
-def expected_tables(series: Series, base: BaseTree) -> dict:
-    """(arch, machine, variant) -> [(file in the tree, source path)]."""
+
+def expected_tables(series: Series, base: BaseTree) -> TableGroups:
+    """The tables the spec copies, grouped by the qtest case making them."""
     env = make_env(series.templates)
     context = template_context(series, base, defaultdict(bool))
-    groups = defaultdict(list)
+    groups: TableGroups = defaultdict(list)
     for patch in series.patches:
         for change in patch.changes:
             m = TABLE_FILE.match(change.file)
@@ -50,7 +54,7 @@ def expected_tables(series: Series, base: BaseTree) -> dict:
     return groups
 
 
-def disassemble(table: bytes, tmp: Path, name: str) -> list:
+def disassemble(table: bytes, tmp: Path, name: str) -> list[str]:
     """iasl's ASL for one table, without its dated banner."""
     path = tmp / f"{name}.dat"
     path.write_bytes(table)
@@ -65,7 +69,7 @@ def disassemble(table: bytes, tmp: Path, name: str) -> list:
     return body.splitlines(keepends=True)
 
 
-def asl_diff(src: Path, files: list) -> str:
+def asl_diff(src: Path, files: list[str]) -> str:
     """Each new table's ASL against the default table it replaces."""
     if not shutil.which("iasl"):
         raise ToolError("iasl not found: install acpica-tools "
@@ -85,7 +89,7 @@ def asl_diff(src: Path, files: list) -> str:
 
 
 def rebuild(series: Series, base: BaseTree, build_root: Path,
-            guest_dir: Path, progress) -> list:
+            guest_dir: Path, progress: Callable[[str], None]) -> list[Path]:
     """Make the expected tables for `base`; return the paths written."""
     groups = expected_tables(series, base)
     if not groups:

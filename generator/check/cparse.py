@@ -13,10 +13,13 @@ import json
 import re
 import shlex
 import subprocess
+from collections.abc import Sequence
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
+import tree_sitter
 from pycparser import c_ast
 
 from generator import csyntax
@@ -82,19 +85,21 @@ def _strip_statement_expressions(text: str) -> str:
     return "".join(out)
 
 
-def _compile_command(build_dirs: list, rel_path: str):
+def _compile_command(build_dirs: Sequence[str | Path],
+                     rel_path: str) -> dict[str, str] | None:
     for build_dir in build_dirs:
         db = Path(build_dir) / "compile_commands.json"
         if not db.is_file():
             continue
-        for entry in json.loads(db.read_text()):
+        entries: list[dict[str, str]] = json.loads(db.read_text())
+        for entry in entries:
             if entry["file"].endswith("/" + rel_path) or \
                     entry["file"] == rel_path:
                 return entry
     return None
 
 
-def preprocess(build_dirs: list, rel_path: str) -> str:
+def preprocess(build_dirs: Sequence[str | Path], rel_path: str) -> str:
     """The preprocessed text of `rel_path`, as the build compiles it."""
     entry = _compile_command(build_dirs, rel_path)
     if entry is None:
@@ -130,7 +135,7 @@ def _version(package: str) -> str:
 
 
 @lru_cache(maxsize=1)
-def gnu_parser_class():
+def gnu_parser_class() -> Any:    # a class; pycparserext has no types
     """pycparserext's GnuCParser, once proven to parse with the installed
     pycparser; a mismatched pair is a ToolError naming both packages
     (otherwise it shows up as every invariant failing)."""
@@ -147,20 +152,20 @@ def gnu_parser_class():
     return GnuCParser
 
 
-def _type_names(node) -> set:
+def _type_names(node: tree_sitter.Node) -> set[str]:
     names = set()
     for n in csyntax.walk(node):
         if n.type in ("type_identifier", "primitive_type"):
-            names.add(n.text.decode())
+            names.add((n.text or b"").decode())
     return names - C_TYPE_KEYWORDS
 
 
 @lru_cache(maxsize=64)
-def _preprocessed(build_dirs: tuple, rel_path: str) -> str:
+def _preprocessed(build_dirs: tuple[str, ...], rel_path: str) -> str:
     return preprocess(list(build_dirs), rel_path)
 
 
-def parse_function(build_dirs: list, rel_path: str,
+def parse_function(build_dirs: Sequence[str | Path], rel_path: str,
                    name: str) -> c_ast.FuncDef:
     """pycparser's AST of function `name` in `rel_path` (preprocessed)."""
     text = _preprocessed(tuple(map(str, build_dirs)), rel_path)
@@ -169,7 +174,7 @@ def parse_function(build_dirs: list, rel_path: str,
     if not nodes:
         raise ParseFailed(f"function {name} is not in {rel_path}")
     node = nodes[0]
-    source = _strip_statement_expressions(node.text.decode())
+    source = _strip_statement_expressions((node.text or b"").decode())
     source = _strip_balanced(source, r"\b__attribute__\b")
     source = _strip_balanced(source, r"\b__builtin_(types_compatible_p|"
                              r"choose_expr|offsetof|va_arg)\b", "0")

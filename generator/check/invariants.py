@@ -10,6 +10,7 @@ model.INVARIANT_KINDS.
 """
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,16 +18,17 @@ from pycparser import c_ast
 
 from generator import csyntax, gitops, patchfiles
 from generator.check import cparse
+from generator.model import Invariant
 
 
 @dataclass
 class Context:
     src: Path               # the patched tree (a git repo, tip checked out)
-    build_dirs: list        # configured builds with compile_commands.json
-    commits: list           # [(patch file, commit sha)] in order
+    build_dirs: list[Path]  # configured builds with compile_commands.json
+    commits: list[tuple[Path, str]]     # (patch file, commit sha), in order
     base: str
 
-    def git(self, *args, ok_codes=(0,)) -> str:
+    def git(self, *args: str, ok_codes: tuple[int, ...] = (0,)) -> str:
         return gitops.read(self.src, *args, ok_codes=ok_codes)
 
     def patch_touching(self, path: str, function: str) -> str:
@@ -45,12 +47,12 @@ class Context:
 
 # ---- walking pycparser's AST ----------------------------------------------
 
-def _calls(node, name=None):
+def _calls(node: c_ast.Node, name: str | None = None) -> list[c_ast.FuncCall]:
     """FuncCall nodes below `node`, in source order."""
     found = []
 
-    class Visitor(c_ast.NodeVisitor):
-        def visit_FuncCall(self, call):
+    class Visitor(c_ast.NodeVisitor):  # type: ignore[misc]  # pycparser: no types
+        def visit_FuncCall(self, call: c_ast.FuncCall) -> None:
             if isinstance(call.name, c_ast.ID) and \
                     (name is None or call.name.name == name):
                 found.append(call)
@@ -60,11 +62,11 @@ def _calls(node, name=None):
     return found
 
 
-def _mentions(node, ident: str) -> bool:
-    class Visitor(c_ast.NodeVisitor):
+def _mentions(node: c_ast.Node | None, ident: str) -> bool:
+    class Visitor(c_ast.NodeVisitor):  # type: ignore[misc]  # pycparser: no types
         hit = False
 
-        def visit_ID(self, n):
+        def visit_ID(self, n: c_ast.ID) -> None:
             if n.name == ident:
                 Visitor.hit = True
 
@@ -74,12 +76,12 @@ def _mentions(node, ident: str) -> bool:
     return Visitor.hit
 
 
-def _blocks(node):
+def _blocks(node: c_ast.Node) -> list[c_ast.Compound]:
     """Every compound statement below `node`, outermost first."""
     found = []
 
-    class Visitor(c_ast.NodeVisitor):
-        def visit_Compound(self, block):
+    class Visitor(c_ast.NodeVisitor):  # type: ignore[misc]  # pycparser: no types
+        def visit_Compound(self, block: c_ast.Compound) -> None:
             found.append(block)
             self.generic_visit(block)
 
@@ -87,15 +89,23 @@ def _blocks(node):
     return found
 
 
-def _line(node) -> int:
+def _line(node: c_ast.Node) -> int:
     return node.coord.line if node.coord else 0
 
 
 # ---- function-level kinds --------------------------------------------------
 
-def check_call_order(ctx, inv) -> list:
+def _function(ctx: Context, inv: Invariant) -> c_ast.FuncDef:
+    """The invariant's function, parsed (model.INVARIANT_KINDS requires a
+    file for these kinds)."""
+    if inv.file is None:
+        raise cparse.ParseFailed(f"invariant '{inv.id}' names no file")
+    return cparse.parse_function(ctx.build_dirs, inv.file, inv["function"])
+
+
+def check_call_order(ctx: Context, inv: Invariant) -> list[str]:
     """`first` is called before `then` in `function`."""
-    fn = cparse.parse_function(ctx.build_dirs, inv.file, inv["function"])
+    fn = _function(ctx, inv)
     calls = [c.name.name for c in _calls(fn.body)]
     first, then = inv["first"], inv["then"]
     for name in (first, then):
@@ -106,7 +116,7 @@ def check_call_order(ctx, inv) -> list:
     return []
 
 
-def _is_checked(items, i, call) -> bool:
+def _is_checked(items: list[c_ast.Node], i: int, call: c_ast.FuncCall) -> bool:
     stmt = items[i]
     nxt = items[i + 1] if i + 1 < len(items) else None
     if isinstance(stmt, (c_ast.If, c_ast.While, c_ast.DoWhile)) and \
@@ -129,10 +139,10 @@ def _is_checked(items, i, call) -> bool:
     return False
 
 
-def check_calls_checked(ctx, inv) -> list:
+def check_calls_checked(ctx: Context, inv: Invariant) -> list[str]:
     """Every call to one of `calls` in `function` has its result (or, for
     an errp-style call, *errp) tested right away."""
-    fn = cparse.parse_function(ctx.build_dirs, inv.file, inv["function"])
+    fn = _function(ctx, inv)
     problems = []
     for name in inv["calls"]:
         sites = _calls(fn.body, name)
@@ -153,16 +163,16 @@ def check_calls_checked(ctx, inv) -> list:
     return problems
 
 
-def _leaves(stmt) -> bool:
+def _leaves(stmt: c_ast.Node) -> bool:
     items = stmt.block_items if isinstance(stmt, c_ast.Compound) else [stmt]
     return bool(items) and isinstance(items[-1], (c_ast.Continue,
                                                   c_ast.Return, c_ast.Break))
 
 
-def check_call_after_diversion(ctx, inv) -> list:
+def check_call_after_diversion(ctx: Context, inv: Invariant) -> list[str]:
     """`call` in `function` is only reached after an `if` that hands the
     other case to `diverted-to` and leaves (continue, break or return)."""
-    fn = cparse.parse_function(ctx.build_dirs, inv.file, inv["function"])
+    fn = _function(ctx, inv)
     call_name, lazy = inv["call"], inv["diverted-to"]
     sites = _calls(fn.body, call_name)
     if not sites:
@@ -188,11 +198,11 @@ def check_call_after_diversion(ctx, inv) -> list:
 
 # ---- series-level kinds ----------------------------------------------------
 
-def _show(ctx, sha: str, path: str) -> str:
+def _show(ctx: Context, sha: str, path: str) -> str:
     return ctx.git("show", f"{sha}:{path}")
 
 
-def _tree_definitions(ctx, name: str) -> list:
+def _tree_definitions(ctx: Context, name: str) -> list[str]:
     """Where `name` is defined in the patched tree, stubs and static
     inlines in headers left out (they are the other configurations)."""
     out = []
@@ -204,13 +214,15 @@ def _tree_definitions(ctx, name: str) -> list:
             if fname != name:
                 continue
             is_stub = "stub" in path
-            is_inline = path.endswith(".h") and b"inline" in node.text[:200]
+            is_inline = path.endswith(".h") and \
+                b"inline" in (node.text or b"")[:200]
             if not is_stub and not is_inline:
                 out.append(f"{path}:{line}")
     return out
 
 
-def check_declarations_defined_and_documented(ctx, inv) -> list:
+def check_declarations_defined_and_documented(ctx: Context,
+                                              inv: Invariant) -> list[str]:
     """Every function the series declares in a header has a doc comment
     and exactly one definition.  `undocumented` lists fnmatch patterns of
     names documented elsewhere (HMP handlers: in the .hx files)."""
@@ -243,7 +255,7 @@ def check_declarations_defined_and_documented(ctx, inv) -> list:
     return problems
 
 
-def check_added_functions_used(ctx, inv) -> list:
+def check_added_functions_used(ctx: Context, inv: Invariant) -> list[str]:
     """Every function a patch adds is used by the end of the series."""
     problems = []
     for patch_file, sha in ctx.commits:
@@ -261,13 +273,13 @@ def check_added_functions_used(ctx, inv) -> list:
     return problems
 
 
-def _referenced(ctx, name: str) -> bool:
+def _referenced(ctx: Context, name: str) -> bool:
     """Is `name` used anywhere but in its definitions, prototypes and
     comments?"""
     # .hx files hold the monitor's command tables (.cmd = hmp_...)
     out = ctx.git("grep", "-n", "-w", name, "--", "*.c", "*.h", "*.inc",
                   "*.hx", ok_codes=(0, 1))
-    skip = {}
+    skip: dict[str, set[int]] = {}
     for hit in out.splitlines():
         path, lineno, text = hit.split(":", 2)
         body = text.strip()
@@ -287,7 +299,7 @@ def _referenced(ctx, name: str) -> bool:
 
 # kind -> its checker; the parameters each kind takes are the spec's
 # (model.INVARIANT_KINDS)
-CHECKERS = {
+CHECKERS: dict[str, Callable[[Context, Invariant], list[str]]] = {
     "call-order": check_call_order,
     "calls-checked": check_calls_checked,
     "call-after-diversion": check_call_after_diversion,
@@ -297,7 +309,7 @@ CHECKERS = {
 }
 
 
-def evaluate(ctx, inv) -> list:
+def evaluate(ctx: Context, inv: Invariant) -> list[str]:
     """Violations of one invariant, each naming patch, file and function."""
     checker = CHECKERS[inv.kind]
     try:

@@ -25,6 +25,7 @@ from generator.check.steps import (
 )
 from generator.errors import GenError
 from generator.kvm.nested import default_guest_dir
+from generator.model import Series
 from generator.qemutree import BaseTree
 
 
@@ -47,9 +48,10 @@ REGISTRY = {
 assert tuple(REGISTRY) == STEPS, "check/__init__.py's STEPS and REGISTRY"
 
 
-def run(base: BaseTree, series_dir: Path, build_root: Path, series,
-        steps: list, progress, guest: Path | None = None,
-        qtests: tuple = (), asan: bool = False) -> list:
+def run(base: BaseTree, series_dir: Path, build_root: Path, series: Series,
+        steps: list[str], progress: Callable[[str], None],
+        guest: Path | None = None, qtests: tuple[str, ...] = (),
+        asan: bool = False) -> list[StepResult]:
     """Run `steps` (a subset of STEPS, in STEPS order); return results.
     `guest` holds the emulated Arm host's kernel and busybox (kvm step)
     and the UEFI image (qtest step); `qtests` limits the qtest step,
@@ -63,15 +65,16 @@ def run(base: BaseTree, series_dir: Path, build_root: Path, series,
                           guest, qtests, asan)
 
 
-def _run_steps(base: BaseTree, series, patches: list, build_root: Path,
-               steps: list, progress, guest: Path | None, qtests: tuple,
-               asan: bool) -> list:
+def _run_steps(base: BaseTree, series: Series, patches: list[Path],
+               build_root: Path, steps: list[str],
+               progress: Callable[[str], None], guest: Path | None,
+               qtests: tuple[str, ...], asan: bool) -> list[StepResult]:
     ctx = CheckRun(base, series,
                    qbuild.prepare_source(base, [], build_root, progress),
                    patches, build_root, progress, guest or default_guest_dir(),
                    qtests, asan,
                    cross=any(REGISTRY[s].cross for s in steps))
-    results = []
+    results: list[StepResult] = []
     for name, step in REGISTRY.items():
         if name not in steps:
             results.append(StepResult(name, skipped=True, summary="skipped"))
@@ -94,7 +97,7 @@ def _run_steps(base: BaseTree, series, patches: list, build_root: Path,
     return results
 
 
-def to_json(results: list, base: BaseTree, series_dir: Path) -> str:
+def to_json(results: list[StepResult], base: BaseTree, series_dir: Path) -> str:
     return json.dumps({
         "qemu": base.version, "base-commit": base.commit,
         "series": str(series_dir),

@@ -13,6 +13,7 @@ patched by the firmware, and differ with Debian's edk2 build).
 import hashlib
 import json
 import re
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -32,8 +33,11 @@ PER_CASE = ("bios-tables-test",)
 TAP_LINE = re.compile(r"^(not )?ok \d+ (/\S+)")
 WORKERS = 2
 
+# (test case -> passed, test -> seconds, test case -> output of a failure)
+TestRun = tuple[dict[str, bool], dict[str, float], dict[str, str]]
 
-def series_qtests(patches: list) -> tuple:
+
+def series_qtests(patches: list[Path]) -> tuple[str, ...]:
     """qtests the series itself adds (new tests/qtest/*-test.c files)."""
     names = []
     for patch in patches:
@@ -44,14 +48,15 @@ def series_qtests(patches: list) -> tuple:
     return tuple(names)
 
 
-def targets(tests: tuple) -> list:
+def targets(tests: tuple[str, ...]) -> list[str]:
     return [f"tests/unit/{t}" if t in UNIT_TESTS else f"tests/qtest/{t}"
             for t in tests]
 
 
-def _units(build_dir: Path, tests: tuple, env: dict) -> list:
+def _units(build_dir: Path, tests: tuple[str, ...],
+           env: dict[str, str]) -> list[tuple[str, str | None]]:
     """(test, case or None) work units."""
-    units = []
+    units: list[tuple[str, str | None]] = []
     for test in tests:
         if test in PER_CASE:
             units += [(test, c) for c in qtests.list_cases(build_dir, test,
@@ -61,9 +66,9 @@ def _units(build_dir: Path, tests: tuple, env: dict) -> list:
     return units
 
 
-def _outcomes(result: qtests.CaseResult) -> dict:
+def _outcomes(result: qtests.CaseResult) -> dict[str, bool]:
     """case -> passed, from one run's TAP output (the cases it reached)."""
-    cases = {}
+    cases: dict[str, bool] = {}
     for line in result.output.splitlines():
         m = TAP_LINE.match(line)
         if m:
@@ -73,23 +78,26 @@ def _outcomes(result: qtests.CaseResult) -> dict:
     return {f"{result.test} {c}": ok for c, ok in cases.items()}
 
 
-def run_tests(build_dir: Path, tests: tuple, guest: Path,
-              progress, label: str, **env_extra) -> tuple:
+def run_tests(build_dir: Path, tests: tuple[str, ...], guest: Path,
+              progress: Callable[[str], None], label: str,
+              **env_extra: str) -> TestRun:
     """Run `tests` in a built tree: ({test case: passed}, {test: seconds},
     {test case: output tail of a failure})."""
     qtests.provide_firmware(build_dir, guest)
     env = qtests.qtest_env(**env_extra)
     units = _units(build_dir, tests, env)
-    outcomes, seconds, failures = {}, {}, {}
+    outcomes: dict[str, bool] = {}
+    seconds: dict[str, float] = {}
+    failures: dict[str, str] = {}
 
-    def one(unit):
+    def one(unit: tuple[str, str | None]) -> qtests.CaseResult:
         test, case = unit
         result = qtests.run_case(build_dir, targets((test,))[0], case, env)
         progress(f"qtest ({label}): {test} {case or ''}: "
                  f"{'ok' if result.ok else 'FAILED'} ({result.seconds} s)")
         return result
 
-    def collect(results):
+    def collect(results: Iterable[qtests.CaseResult]) -> list[str]:
         died = []
         for result in results:
             found = _outcomes(result)
@@ -122,8 +130,8 @@ def _cache_key(base: BaseTree, test: str, guest: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def base_results(base: BaseTree, build_root: Path, tests: tuple,
-                 guest: Path, progress) -> dict:
+def base_results(base: BaseTree, build_root: Path, tests: tuple[str, ...],
+                 guest: Path, progress: Callable[[str], None]) -> dict[str, bool]:
     """The base's outcomes, from its own build; cached per release and
     test (the base never changes)."""
     root = build_root.parent / f"unpatched-{base.version}"
@@ -150,8 +158,9 @@ def base_results(base: BaseTree, build_root: Path, tests: tuple,
 ASAN_TESTS = ("test-hmp",)
 
 
-def run_asan(src: Path, build_root: Path, tests: tuple, guest: Path,
-             progress, result: StepResult) -> None:
+def run_asan(src: Path, build_root: Path, tests: tuple[str, ...],
+             guest: Path, progress: Callable[[str], None],
+             result: StepResult) -> None:
     """Build the tip with --enable-asan and run `tests` there; any failure
     (an ASan report fails the test) fails the step."""
     asan = qbuild.configure_asan(src, build_root, progress)
@@ -169,7 +178,8 @@ def run_asan(src: Path, build_root: Path, tests: tuple, guest: Path,
         else:
             result.fail(asan_name, "fails under AddressSanitizer\n"
                         + failures.get(name, ""))
-        result.items[-1].update(base=None, tip=ok)
+        result.items[-1]["base"] = None
+        result.items[-1]["tip"] = ok
     result.figures.update({f"{t} (asan)": s for t, s in seconds.items()})
 
 

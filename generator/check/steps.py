@@ -5,6 +5,7 @@ import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NotRequired, TypedDict
 
 from generator import build as qbuild
 from generator import gitops, patchfiles
@@ -21,18 +22,18 @@ class CheckRun:
     base: BaseTree
     series: Series
     src: Path                   # the clone the series is applied in
-    patches: list               # the series' patch files, in order
+    patches: list[Path]         # the series' patch files, in order
     build_root: Path
     progress: Callable[[str], None]
     guest: Path                 # kernel, busybox, UEFI image
-    qtests: tuple = ()          # limit the qtest step to these tests
+    qtests: tuple[str, ...] = ()    # limit the qtest step to these tests
     asan: bool = False          # the qtest step's AddressSanitizer runs
     cross: bool = False         # configure the aarch64 cross build too
     tip_built: bool = False
-    _builds: list | None = None
+    _builds: list[qbuild.Build] | None = None
 
     @property
-    def builds(self) -> list:
+    def builds(self) -> list[qbuild.Build]:
         """The native build, and the aarch64 cross build when a step
         compiles there and its toolchain is installed (the Arm KVM code
         compiles only there)."""
@@ -67,15 +68,24 @@ class CheckRun:
         self.tip_built = True
 
 
+class Item(TypedDict):
+    """What a step found for one patch (or invariant, or stage)."""
+    patch: str
+    ok: bool
+    message: str
+    base: NotRequired[bool | None]  # the qtest step: passed on the base
+    tip: NotRequired[bool | None]   # and on the tip (None: not run)
+
+
 @dataclass
 class StepResult:
     name: str
     ok: bool = True
     summary: str = ""
-    items: list = field(default_factory=list)   # {"patch", "ok", "message"}
+    items: list[Item] = field(default_factory=list)
     seconds: float = 0.0
     skipped: bool = False
-    figures: dict = field(default_factory=dict)  # measured, name -> seconds
+    figures: dict[str, float] = field(default_factory=dict)  # name -> seconds
 
     def fail(self, patch: str, message: str) -> None:
         self.ok = False
@@ -148,11 +158,12 @@ def _checkpatch_details(text: str) -> str:
     return "\n".join(out)
 
 
-def _header_users(build_dir: Path, objects: list) -> dict:
+def _header_users(build_dir: Path, objects: list[str]) -> dict[str, set[str]]:
     """{object: set of headers it includes}, from ninja's deps log."""
     proc = subprocess.run(["ninja", "-t", "deps", *objects], cwd=build_dir,
                           capture_output=True, text=True)
-    users, current = {}, None
+    users: dict[str, set[str]] = {}
+    current = None
     for line in proc.stdout.splitlines():
         if line and not line.startswith(" "):
             current = line.split(":")[0]
@@ -188,9 +199,9 @@ def step_bisect(run: CheckRun) -> StepResult:
             result.fail(patch.name, error)
             break
         touched = patchfiles.changed_files(patch)
-        wanted = {}
+        wanted: dict[str, list[str]] = {}
         for b in builds:
-            targets = []
+            targets: list[str] = []
             for c_file in series_c:
                 objs = objects[b.name].get(c_file, [])
                 if b.name != native and objects[native].get(c_file):

@@ -13,6 +13,7 @@ payload (payload.S), and a per-run script naming the inner command line.
 One boot runs one inner QEMU; a boot takes about two seconds.
 """
 
+import io
 import os
 import re
 import shlex
@@ -23,6 +24,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, cast
 
 from generator import initramfs
 from generator.errors import ToolError
@@ -55,7 +57,7 @@ def default_guest_dir() -> Path:
                                HERE.parents[2] / "shared" / "guest"))
 
 
-def guest_files(guest_dir: Path) -> tuple:
+def guest_files(guest_dir: Path) -> tuple[Path, Path]:
     """(kernel Image, static busybox) of the emulated host, from a folder
     laid out as ../shared/guest (the kernel .xz is decompressed once)."""
     kernels = sorted(guest_dir.glob("Image-*.xz"))
@@ -66,14 +68,14 @@ def guest_files(guest_dir: Path) -> tuple:
     return initramfs.unpacked(kernels[-1]), busyboxes[-1]
 
 
-def library_dirs() -> list:
+def library_dirs() -> list[Path]:
     from generator.build import cross_sysroot
     return [Path("/lib/aarch64-linux-gnu"), Path("/usr/lib/aarch64-linux-gnu"),
             Path("/usr/aarch64-linux-gnu/lib"),
             cross_sysroot() / "usr/lib/aarch64-linux-gnu"]
 
 
-def _readelf(args: list, path: Path) -> str:
+def _readelf(args: list[str], path: Path) -> str:
     try:
         return subprocess.run([CROSS + "readelf", *args, str(path)],
                               capture_output=True, text=True,
@@ -82,14 +84,14 @@ def _readelf(args: list, path: Path) -> str:
         raise ToolError(f"{CROSS}readelf {path}: {e}")
 
 
-def runtime_libraries(binary: Path) -> dict:
+def runtime_libraries(binary: Path) -> dict[str, Path]:
     """{path in the initramfs: host file} for the dynamic loader and every
     shared library `binary` needs, transitively."""
     interp = re.search(r"program interpreter: ([^\]]+)\]",
                        _readelf(["-l"], binary))
     if not interp:
         raise ToolError(f"{binary}: not a dynamically linked aarch64 binary")
-    found = {}
+    found: dict[str, Path] = {}
     todo = [binary]
     while todo:
         for name in re.findall(r"\(NEEDED\)\s+Shared library: \[([^\]]+)\]",
@@ -158,7 +160,11 @@ class InnerRun:
     started: bool = False            # its QMP monitor answered
     seconds_to_qmp: float = 0.0      # inner QEMU start -> QMP greeting
     error: str = ""                  # what stopped the script, if anything
-    results: dict = field(default_factory=dict)
+    results: dict[str, object] = field(default_factory=dict)
+
+
+# called with the inner QEMU's monitor once it answers
+Script = Callable[[Qmp, InnerRun], None]
 
 
 class NestedHost:
@@ -172,14 +178,15 @@ class NestedHost:
         payload = build_payload(workdir)
         self.base = host_initramfs(inner, busybox, payload, workdir)
 
-    def inner_command(self, args: list) -> list:
+    def inner_command(self, args: list[str]) -> list[str]:
         return ["/bin/qemu-system-aarch64", *args,
                 "-nodefaults", "-display", "none", "-no-user-config",
                 "-serial", "stdio",
                 "-chardev", "serial,id=qmp,path=/dev/ttyAMA1",
                 "-mon", "chardev=qmp,mode=control"]
 
-    def run(self, args: list, script=None, timeout: float = 120) -> InnerRun:
+    def run(self, args: list[str], script: Script | None = None,
+            timeout: float = 120) -> InnerRun:
         """Boot, start the inner QEMU with `args` (plus console, monitor),
         call `script(qmp, run)` once its monitor answers, then quit it.
         Returns what was seen; never raises for what the inner QEMU did."""
@@ -192,7 +199,7 @@ class NestedHost:
             tunnel = Path(tmp) / "tunnel.sock"
             return _Boot(self, initrd, tunnel, timeout).run(script)
 
-    def outer_command(self, initrd: Path, tunnel: Path) -> list:
+    def outer_command(self, initrd: Path, tunnel: Path) -> list[str]:
         return [str(self.outer), "-M", "virt,virtualization=on,gic-version=3",
                 "-cpu", "max", "-smp", "2", "-m", "2G", "-nodefaults",
                 "-display", "none", "-no-user-config", "-no-reboot",
@@ -209,10 +216,13 @@ class _Boot:
         self.host, self.initrd, self.tunnel = host, initrd, tunnel
         self.deadline = time.monotonic() + timeout
         self.console = bytearray()
-        self.started = None
+        self.started: float | None = None
 
     def _read_console(self) -> None:
-        for chunk in iter(lambda: self.proc.stdout.read1(65536), b""):
+        # Popen's pipes are buffered readers (bufsize -1): read1 returns
+        # what has come without waiting for a full buffer
+        stdout = cast(io.BufferedReader, self.proc.stdout)
+        for chunk in iter(lambda: stdout.read1(65536), b""):
             self.console += chunk
             # when the inner QEMU starts, as exactly as the console tells
             if self.started is None and START.encode() in self.console:
@@ -221,11 +231,11 @@ class _Boot:
     def text(self) -> str:
         return self.console.decode(errors="replace").replace("\r\n", "\n")
 
-    def exit_code(self):
+    def exit_code(self) -> int | None:
         m = re.search(rf"{EXIT} (\d+)", self.text())
         return int(m.group(1)) if m else None
 
-    def run(self, script) -> InnerRun:
+    def run(self, script: Script | None) -> InnerRun:
         result = InnerRun()
         self.proc = subprocess.Popen(
             self.host.outer_command(self.initrd, self.tunnel),
@@ -279,7 +289,7 @@ class _Boot:
                 self._left()
                 time.sleep(0.02)
 
-    def _greeting(self, qmp: Qmp):
+    def _greeting(self, qmp: Qmp) -> float | None:
         """Seconds from the inner QEMU's start to its QMP greeting, or None
         if it exited first."""
         while True:
@@ -305,7 +315,7 @@ class _Boot:
             time.sleep(0.05)
 
 
-def read_mailbox(qmp: Qmp, slots: int = 64) -> list:
+def read_mailbox(qmp: Qmp, slots: int = 64) -> list[int]:
     """The payload's mailbox (see payload.S), as signed 64-bit integers."""
     text = qmp.hmp(f"xp /{slots}gx {PAYLOAD_MAILBOX:#x}")
     values = [int(v, 16) for v in re.findall(r"0x([0-9a-f]{16})", text)]

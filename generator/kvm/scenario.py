@@ -8,9 +8,10 @@ Each stage is a named check with a message saying what was seen; the
 import statistics
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
-from generator.kvm.nested import NestedHost, read_mailbox
-from generator.qmp import QmpError
+from generator.kvm.nested import InnerRun, NestedHost, read_mailbox
+from generator.qmp import JsonObject, Qmp, QmpError
 
 MAGIC = 0x314c504d564b5347          # payload.S slot 0: "GSKVMPL1"
 DENIED = -3                         # PSCI_RET_DENIED
@@ -18,7 +19,7 @@ SMP = "cpus=2,disabledcpus=2"
 VCPU2 = "/machine/vcpu[2]"
 
 
-def inner_args(smp: str) -> list:
+def inner_args(smp: str) -> list[str]:
     return ["-M", "virt,gic-version=3", "-accel", "kvm", "-cpu", "host",
             "-smp", smp, "-m", "128M", "-kernel", "/payload.elf"]
 
@@ -27,7 +28,7 @@ def inner_args(smp: str) -> list:
 class Mailbox:
     """The payload's view (payload.S), for CPU n: how often CPU_ON for it
     returned what, how often guest code ran on it."""
-    slots: list
+    slots: list[int]
 
     @property
     def up(self) -> bool:
@@ -56,8 +57,9 @@ class Mailbox:
 
 @dataclass
 class Outcome:
-    stages: list = field(default_factory=list)   # (name, ok, message)
-    figures: dict = field(default_factory=dict)  # name -> seconds
+    # (name, ok, message)
+    stages: list[tuple[str, bool, str]] = field(default_factory=list)
+    figures: dict[str, float] = field(default_factory=dict)  # name -> seconds
 
     def check(self, name: str, ok: bool, message: str) -> bool:
         self.stages.append((name, bool(ok), message))
@@ -68,7 +70,8 @@ class Outcome:
         return bool(self.stages) and all(ok for _, ok, _ in self.stages)
 
 
-def wait_for(qmp, predicate, timeout: float = 20) -> Mailbox:
+def wait_for(qmp: Qmp, predicate: Callable[[Mailbox], bool],
+             timeout: float = 20) -> Mailbox:
     """Poll the mailbox until `predicate(mailbox)`; the last one read."""
     deadline = time.monotonic() + timeout
     while True:
@@ -78,7 +81,7 @@ def wait_for(qmp, predicate, timeout: float = 20) -> Mailbox:
         time.sleep(0.1)
 
 
-def reset(qmp, box: Mailbox, vcpu: int) -> tuple:
+def reset(qmp: Qmp, box: Mailbox, vcpu: int) -> tuple[Mailbox, int]:
     """system_reset; then the mailbox once the payload has booted again
     and vCPU `vcpu` ran, and the boot count before."""
     boots = box.boots
@@ -87,11 +90,11 @@ def reset(qmp, box: Mailbox, vcpu: int) -> tuple:
                     b.runs(vcpu) > 0), boots
 
 
-def states(qmp) -> dict:
+def states(qmp: Qmp) -> dict[int, JsonObject]:
     return {c["cpu-index"]: c for c in qmp.cmd("query-cpus-power-state")}
 
 
-def wait_until_off(qmp, n: int, timeout: float = 10) -> dict:
+def wait_until_off(qmp: Qmp, n: int, timeout: float = 10) -> JsonObject:
     """vCPU `n`'s query entry once it is powered off (or at the timeout)."""
     deadline = time.monotonic() + timeout
     while True:
@@ -106,7 +109,7 @@ def describe(box: Mailbox, n: int) -> str:
             f"{box.last_cpu_on(n)}")
 
 
-def _drive(qmp, out: Outcome) -> None:
+def _drive(qmp: Qmp, out: Outcome) -> None:
     sve = qmp.cmd("qom-get", path="/machine/unattached/device[0]",
                   property="sve")
     out.check("start", True, f"{SMP} started under KVM with -cpu host "
@@ -137,7 +140,7 @@ def _drive(qmp, out: Outcome) -> None:
               f"{box.boots}, was {boots}); {describe(box, 1)}")
 
     start = time.monotonic()
-    qmp.cmd("device-set", id=VCPU2, **{"admin-power-state": "enabled"})
+    qmp.execute("device-set", {"id": VCPU2, "admin-power-state": "enabled"})
     out.figures["first enable (QMP)"] = time.monotonic() - start
     box = wait_for(qmp, lambda b: b.runs(2) > 0)
     out.figures["first enable to guest code"] = time.monotonic() - start
@@ -152,7 +155,8 @@ def _drive(qmp, out: Outcome) -> None:
     out.check("reset-enabled", box.boots == boots + 1 and box.runs(2) > 0,
               f"after system_reset (boot {box.boots}): {describe(box, 2)}")
 
-    qmp.cmd("device-set", id=VCPU2, **{"admin-power-state": "disabled"})
+    qmp.execute("device-set", {"id": VCPU2,
+                               "admin-power-state": "disabled"})
     # the power-off is asynchronous work on the vCPU's own thread: under
     # the emulated host's load it can take a moment to show
     cpu2 = wait_until_off(qmp, 2)
@@ -167,12 +171,12 @@ def _drive(qmp, out: Outcome) -> None:
               f"{later.sweeps - box.sweeps} sweeps: {describe(later, 2)}")
 
 
-def run(host: NestedHost, progress) -> Outcome:
+def run(host: NestedHost, progress: Callable[[str], None]) -> Outcome:
     """The whole scenario, then the start-up figures."""
     out = Outcome()
     start = time.monotonic()
 
-    def script(qmp, _run):
+    def script(qmp: Qmp, _run: InnerRun) -> None:
         try:
             _drive(qmp, out)
         except QmpError as e:
@@ -189,12 +193,13 @@ def run(host: NestedHost, progress) -> Outcome:
     return out
 
 
-def startup_figures(host: NestedHost, disabled: int, progress,
-                    runs: int = 3) -> dict:
+def startup_figures(host: NestedHost, disabled: int,
+                    progress: Callable[[str], None],
+                    runs: int = 3) -> dict[str, float]:
     """Seconds from the inner QEMU's start to its QMP greeting under KVM,
     with `disabled` pre-created disabled vCPUs against as many running:
     the median of `runs` boots each (the emulated host is noisy)."""
-    times: dict = {}
+    times: dict[str, list[float]] = {}
     for _ in range(runs):
         for smp in (f"cpus=1,disabledcpus={disabled}", str(disabled + 1)):
             progress(f"kvm: start-up time, -smp {smp}")
