@@ -135,3 +135,17 @@ def test_templates_avoid_the_double_brace_trap():
                 line = raw.count("\n", 0, m.start()) + 1
                 raise AssertionError(f"{path.relative_to(PROJECT)}:{line}: "
                                      "'{{' not followed by a name")
+
+
+def test_the_readme_pipeline_table_names_every_module():
+    """The README's table of modules is the map a newcomer reads: it names
+    every module of generator/ (a package by its directory), and nothing
+    that is gone."""
+    readme = (PROJECT / "README.md").read_text()
+    table = readme.split("## The pipeline", 1)[1].split("\n## ", 1)[0]
+    named = set(re.findall(r"`(generator/[\w/]+(?:\.py)?)`", table))
+    modules = {f"generator/{p.name}" for p in (PROJECT / "generator").glob("*.py")
+               if p.name not in ("__init__.py", "__main__.py")}
+    packages = {f"generator/{p.name}/" for p in (PROJECT / "generator").iterdir()
+                if (p / "__init__.py").is_file()}
+    assert modules | packages == named
