@@ -100,12 +100,20 @@ NOT_FILE_SCOPE = ("compound_statement", "parameter_list", "initializer_list",
                   "argument_list")
 
 
+def node_text(node: tree_sitter.Node) -> str:
+    """A node's source text: parse() gives the parser the bytes, so every
+    node of its trees has its text (None is for trees read by callback)."""
+    text = node.text
+    assert text is not None
+    return text.decode()
+
+
 def declared_name(declarator: tree_sitter.Node | None) -> str | None:
     """The identifier a (possibly nested) declarator declares."""
     while declarator is not None:
         if declarator.type in ("identifier", "type_identifier",
                                "field_identifier"):
-            return declarator.text.decode()
+            return node_text(declarator)
         declarator = declarator.child_by_field_name("declarator")
     return None
 
@@ -124,7 +132,8 @@ def scope_nodes(root: tree_sitter.Node, kind: str,
                 continue
             tag = n.child_by_field_name("name")
             parent = n.parent
-            if tag is not None and tag.text.decode() == name:
+            assert parent is not None   # a specifier is never the root
+            if tag is not None and node_text(tag) == name:
                 yield parent if parent.type in ("declaration",
                                                 "type_definition") else n
             elif parent.type == "type_definition" and any(
@@ -132,6 +141,7 @@ def scope_nodes(root: tree_sitter.Node, kind: str,
                     for d in parent.children_by_field_name("declarator")):
                 yield parent
         elif kind == "declaration" and n.type == "declaration" and \
+                n.parent is not None and \
                 n.parent.type in ("translation_unit", "preproc_if",
                                   "preproc_ifdef", "preproc_else",
                                   "linkage_specification"):
@@ -140,21 +150,26 @@ def scope_nodes(root: tree_sitter.Node, kind: str,
                 yield n
 
 
-def function_definitions(text: str) -> Iterator[tuple[str, int, tree_sitter.Node]]:
+def function_definitions(
+        text: str) -> Iterator[tuple[str | None, int, tree_sitter.Node]]:
     """(name, line of its declarator (1-based), node) of every function
-    defined in `text`."""
+    defined in `text`; the name is None when the declarator hides it in
+    parentheses (`int (f)(void) {`)."""
     for n in walk(parse(text).root_node):
         if n.type == "function_definition":
             decl = n.child_by_field_name("declarator")
+            assert decl is not None     # the grammar requires one
             yield declared_name(decl), decl.start_point[0] + 1, n
 
 
-def function_prototypes(text: str) -> Iterator[tuple[str, tree_sitter.Node]]:
-    """(name, declaration node) of every function prototype in `text`."""
+def function_prototypes(
+        text: str) -> Iterator[tuple[str | None, tree_sitter.Node]]:
+    """(name, declaration node) of every function prototype in `text`;
+    the name is None for a function pointer (`void (*hook)(int);`)."""
     for n in walk(parse(text).root_node):
         if n.type == "declaration":
             for d in n.children_by_field_name("declarator"):
-                inner = d
+                inner: tree_sitter.Node | None = d
                 while inner is not None and inner.type == "pointer_declarator":
                     inner = inner.child_by_field_name("declarator")
                 if inner is not None and inner.type == "function_declarator":
