@@ -312,6 +312,7 @@ def _place(series: Series, env: jinja2.Environment, context: dict[str, object],
             return placement
         handler = edits.ACTIONS[change.action].handler
         assert handler is not None      # an anchored action has one
+        assert not isinstance(text, bytes)  # copy-file's has no anchor
         lines = handler(
             original.splitlines(keepends=True), region,
             (text or "").splitlines(keepends=True), change.anchor)
