@@ -7,16 +7,13 @@ ACTIONS is the one table of actions: model.py checks a change against it
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from generator import anchors
 from generator.anchors import Anchor, Region
 from generator.errors import AnchorError, GenError
 from generator.source import SourceInfo
 from generator.specload import decode_text
-
-if TYPE_CHECKING:   # model imports this module
-    from generator.model import Change
 
 # (lines, region, new lines, anchor) -> lines
 Handler = Callable[[list[str], Region, list[str], Anchor], list[str]]
@@ -131,7 +128,21 @@ def read_tree_file(root: Path, file: str, info: SourceInfo,
         raise AnchorError(str(e), info)
 
 
-def apply_change(root: Path, change: "Change", rendered: str | bytes | None,
+class Change(Protocol):
+    """What apply_change() reads of a model.Change (model imports this
+    module: it cannot import model)."""
+
+    @property
+    def file(self) -> str: ...
+    @property
+    def action(self) -> str: ...
+    @property
+    def anchor(self) -> Anchor | None: ...
+    @property
+    def info(self) -> SourceInfo: ...
+
+
+def apply_change(root: Path, change: Change, rendered: str | bytes | None,
                  release: str) -> None:
     """Apply one change (a model.Change) to the tree at `root`, in place
     (`rendered` is the source's bytes for copy-file)."""
