@@ -114,8 +114,19 @@ def declared_name(declarator: tree_sitter.Node | None) -> str | None:
         if declarator.type in ("identifier", "type_identifier",
                                "field_identifier"):
             return node_text(declarator)
-        declarator = declarator.child_by_field_name("declarator")
+        declarator = _unparenthesized(
+            declarator.child_by_field_name("declarator"))
     return None
+
+
+def _unparenthesized(
+        declarator: tree_sitter.Node | None) -> tree_sitter.Node | None:
+    """`declarator` without the parentheses around it: `(*hook)`, `(f)`."""
+    while declarator is not None and \
+            declarator.type == "parenthesized_declarator":
+        declarator = declarator.named_children[0] \
+            if declarator.named_children else None
+    return declarator
 
 
 def scope_nodes(root: tree_sitter.Node, kind: str,
@@ -153,8 +164,8 @@ def scope_nodes(root: tree_sitter.Node, kind: str,
 def function_definitions(
         text: str) -> Iterator[tuple[str | None, int, tree_sitter.Node]]:
     """(name, line of its declarator (1-based), node) of every function
-    defined in `text`; the name is None when the declarator hides it in
-    parentheses (`int (f)(void) {`)."""
+    defined in `text` (`int (f)(void) {` defines f); the name is None
+    only where the parser recovered from an error."""
     for n in walk(parse(text).root_node):
         if n.type == "function_definition":
             decl = n.child_by_field_name("declarator")
@@ -163,14 +174,20 @@ def function_definitions(
 
 
 def function_prototypes(
-        text: str) -> Iterator[tuple[str | None, tree_sitter.Node]]:
-    """(name, declaration node) of every function prototype in `text`;
-    the name is None for a function pointer (`void (*hook)(int);`)."""
+        text: str) -> Iterator[tuple[str, tree_sitter.Node]]:
+    """(name, declaration node) of every function prototype in `text`; a
+    function pointer (`void (*hook)(int);`) is a variable, not one."""
     for n in walk(parse(text).root_node):
         if n.type == "declaration":
             for d in n.children_by_field_name("declarator"):
                 inner: tree_sitter.Node | None = d
                 while inner is not None and inner.type == "pointer_declarator":
                     inner = inner.child_by_field_name("declarator")
-                if inner is not None and inner.type == "function_declarator":
-                    yield declared_name(inner), n
+                if inner is None or inner.type != "function_declarator":
+                    continue
+                target = _unparenthesized(
+                    inner.child_by_field_name("declarator"))
+                name = declared_name(target)
+                if target is not None and \
+                        target.type != "pointer_declarator" and name:
+                    yield name, n

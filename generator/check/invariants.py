@@ -240,9 +240,6 @@ def check_declarations_defined_and_documented(ctx: Context,
                 first = node.start_point[0] + 1
                 if first not in lines:
                     continue
-                # TODO: a function pointer (`void (*hook)(int);`) has no
-                # name; it stops the check (as it did, a little later)
-                assert name is not None
                 above = file_lines[first - 2].strip() if first > 1 else ""
                 documented_elsewhere = any(fnmatch.fnmatch(name, pattern)
                                            for pattern in exempt)
