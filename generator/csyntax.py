@@ -100,6 +100,23 @@ NOT_FILE_SCOPE = ("compound_statement", "parameter_list", "initializer_list",
                   "argument_list")
 
 
+# Nodes that cannot hold a definition of the kind looked for, beyond
+# NOT_FILE_SCOPE: neither a function nor a file-scope declaration is ever
+# inside a definition, declaration, struct body or macro; a struct or enum
+# is inside a declaration or typedef, never inside a function (its body is
+# skipped; what is left of it is the return type and name) or a macro.
+_NO_DEFINITION = ("preproc_def", "preproc_function_def", "preproc_include",
+                  "preproc_call", "comment", "string_literal")
+_SKIP = {
+    "function": NOT_FILE_SCOPE + _NO_DEFINITION + (
+        "function_definition", "declaration", "type_definition",
+        "field_declaration_list", "enumerator_list"),
+    "struct": NOT_FILE_SCOPE + _NO_DEFINITION,
+    "enum": NOT_FILE_SCOPE + _NO_DEFINITION,
+}
+_SKIP["declaration"] = _SKIP["function"]
+
+
 def node_text(node: tree_sitter.Node) -> str:
     """A node's source text: parse() gives the parser the bytes, so every
     node of its trees has its text (None is for trees read by callback)."""
@@ -134,7 +151,7 @@ def scope_nodes(root: tree_sitter.Node, kind: str,
     """The definitions of `name` below `root`: kind is function, struct,
     enum or (file-scope) declaration.  Structs and enums declared inside a
     function body are not found."""
-    for n in walk(root, skip=NOT_FILE_SCOPE):
+    for n in walk(root, skip=_SKIP[kind]):
         if kind == "function" and n.type == "function_definition":
             if declared_name(n.child_by_field_name("declarator")) == name:
                 yield n
