@@ -16,6 +16,10 @@ import signal
 import threading
 from dataclasses import dataclass
 from itertools import accumulate
+from types import FrameType
+from typing import NoReturn
+
+import tree_sitter
 
 from generator.csyntax import is_c, parse, scope_nodes, walk
 from generator.errors import AnchorError
@@ -37,7 +41,7 @@ BODY_TYPES = ("compound_statement", "field_declaration_list",
 class Anchor:
     scope_kind: str | None      # one of SCOPE_KINDS, or None for the whole file
     scope_name: str | None
-    match: re.Pattern | None    # a unique match inside the scope
+    match: re.Pattern[str] | None   # a unique match inside the scope
     info: SourceInfo
 
     def describe(self) -> str:
@@ -53,13 +57,15 @@ class _MatchTimeout(Exception):
     pass
 
 
-def _raise_timeout(signum, frame):
+def _raise_timeout(signum: int, frame: FrameType | None) -> NoReturn:
     raise _MatchTimeout()
 
 
-def _find_all(anchor: Anchor, text: str, path: str) -> list:
+def _find_all(anchor: Anchor, text: str,
+              path: str) -> list[re.Match[str]]:
     """Every match of the anchor's regex in `text`, within MATCH_SECONDS
     (bounded in the main thread, where signals are delivered)."""
+    assert anchor.match is not None     # resolve() calls it with one
     if threading.current_thread() is not threading.main_thread() or \
             signal.getitimer(signal.ITIMER_REAL)[0]:
         return list(anchor.match.finditer(text))
@@ -86,12 +92,14 @@ class NotFound(Exception):
 class Region:
     start: int                  # first line, including a leading comment
     end: int                    # one past the last line
-    body: tuple | None = None   # (first line inside braces, line of '}')
-    node: object = None         # the tree-sitter node, for C scopes
-    span: tuple | None = None   # (start, end) offsets of the text matched
+    # (first line inside braces, line of '}')
+    body: tuple[int, int] | None = None
+    node: tree_sitter.Node | None = None    # for C scopes
+    # (start, end) offsets of the text matched
+    span: tuple[int, int] | None = None
 
 
-def _leading_comment_start(lines: list, first: int) -> int:
+def _leading_comment_start(lines: list[str], first: int) -> int:
     """Extend `first` upwards over a comment block directly above it."""
     i = first
     if i > 0 and lines[i - 1].rstrip().endswith("*/"):
@@ -105,7 +113,7 @@ def _leading_comment_start(lines: list, first: int) -> int:
     return i
 
 
-def _body_of(node):
+def _body_of(node: tree_sitter.Node | None) -> tree_sitter.Node | None:
     if node is None:
         return None
     body = node.child_by_field_name("body")
@@ -117,7 +125,8 @@ def _body_of(node):
     return None
 
 
-def _region_of_node(lines, node, with_comment=True) -> Region:
+def _region_of_node(lines: list[str], node: tree_sitter.Node,
+                    with_comment: bool = True) -> Region:
     start = node.start_point[0]
     end = node.end_point[0] + 1
     # a declaration's ';' may follow on the next line of a struct body
@@ -129,7 +138,7 @@ def _region_of_node(lines, node, with_comment=True) -> Region:
                   else start, end, inner, node)
 
 
-def _qapi_region(lines: list, name: str) -> Region:
+def _qapi_region(lines: list[str], name: str) -> Region:
     """A QAPI definition: its '##' doc block and the expression after it."""
     doc_re = re.compile(rf"^# @{re.escape(name)}:\s*$")
     hits = [i for i, line in enumerate(lines) if doc_re.match(line)]
@@ -151,7 +160,8 @@ def _qapi_region(lines: list, name: str) -> Region:
     return Region(start, i)
 
 
-def _statement_around(node, scope):
+def _statement_around(node: tree_sitter.Node | None,
+                      scope: tree_sitter.Node) -> tree_sitter.Node | None:
     while node is not None and node != scope:
         if node.type.endswith("_statement") and node.type != \
                 "compound_statement" or node.type == "declaration":
@@ -164,8 +174,10 @@ def resolve(text: str, path: str, anchor: Anchor) -> Region:
     """The lines `anchor` designates in `text` (the contents of `path`)."""
     lines = text.splitlines(keepends=True)
     if anchor.scope_kind == "qapi":
+        assert anchor.scope_name is not None    # a scope has a name
         scope = _qapi_region(lines, anchor.scope_name)
     elif anchor.scope_kind:
+        assert anchor.scope_name is not None
         if not is_c(path):
             raise NotFound(f"a {anchor.scope_kind} scope needs a C file")
         root = parse(text, path).root_node
@@ -203,6 +215,7 @@ def resolve(text: str, path: str, anchor: Anchor) -> Region:
         matched = hits[0].group(0)
         token = begin + len(matched) - len(matched.lstrip())
         byte = len(text[:token].encode())
+        assert scope.node is not None   # a function's region has its node
         leaf = scope.node.descendant_for_byte_range(byte, byte)
         stmt = _statement_around(leaf, scope.node)
         if stmt is not None and stmt.start_point[0] == first:

@@ -12,9 +12,19 @@ import argparse
 import dataclasses
 import sys
 import traceback
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
 
 from generator.errors import GenError, ToolError
+
+if TYPE_CHECKING:   # imported where used: `--help` stays quick
+    from generator.check.steps import StepResult
+    from generator.model import Series
+    from generator.qemutree import BaseTree
+
+# what --to-maintainers and the versions add to a rendered series
+Finish = Callable[[dict[str, bytes]], dict[str, bytes]]
 
 PROJECT = Path(__file__).resolve().parent.parent
 DEFAULT_SPEC = PROJECT / "specs" / "series.yaml"
@@ -36,7 +46,7 @@ def warn(msg: str) -> None:
     print(f"gen-series: warning: {msg}", file=sys.stderr, flush=True)
 
 
-def resolve_qemu(args):
+def resolve_qemu(args: argparse.Namespace) -> "BaseTree":
     """--qemu as a base tree; a git work tree with uncommitted changes is
     used at HEAD, which the user may not expect."""
     from generator.gitops import is_dirty
@@ -49,13 +59,14 @@ def resolve_qemu(args):
     return base
 
 
-def load_signed_series(args):
+def load_signed_series(args: argparse.Namespace) -> "Series":
     """The spec, authored and signed off by the user: --author, else git's
     user.name and user.email; never a made-up identity."""
     from generator.gitops import user_identity
     from generator.model import check_identity, load_series, with_identity
 
     series = load_series(args.spec, args.templates)
+    identity: str | None
     if args.author is not None:
         identity = check_identity(args.author, "--author")
     else:
@@ -68,7 +79,7 @@ def load_signed_series(args):
     return with_identity(series, identity)
 
 
-def cmd_generate(args) -> int:
+def cmd_generate(args: argparse.Namespace) -> int:
     from generator import outdir
     from generator.series import generate
 
@@ -87,7 +98,8 @@ def cmd_generate(args) -> int:
     return 0
 
 
-def finish_series(args, series, base, out):
+def finish_series(args: argparse.Namespace, series: "Series",
+                  base: "BaseTree", out: Path) -> Finish | None:
     """What -v, --previous, --keep-version and --to-maintainers add to the
     rendered series; None without them: the series as format-patch wrote
     it."""
@@ -103,7 +115,7 @@ def finish_series(args, series, base, out):
                                           "--previous-qemu"), progress) \
         if args.previous_qemu else base
 
-    def finish(files: dict) -> dict:
+    def finish(files: dict[str, bytes]) -> dict[str, bytes]:
         if versioned:
             previous = args.previous
             if args.keep_version:
@@ -124,7 +136,7 @@ def finish_series(args, series, base, out):
     return finish
 
 
-def cmd_build(args) -> int:
+def cmd_build(args: argparse.Namespace) -> int:
     from generator.build import build
 
     base = resolve_qemu(args)
@@ -145,7 +157,7 @@ def cmd_build(args) -> int:
     return 0
 
 
-def cmd_tables(args) -> int:
+def cmd_tables(args: argparse.Namespace) -> int:
     from generator.kvm.nested import default_guest_dir
     from generator.qemutree import cache_dir
     from generator.tables import rebuild
@@ -162,7 +174,7 @@ def cmd_tables(args) -> int:
     return 0
 
 
-def cmd_check(args) -> int:
+def cmd_check(args: argparse.Namespace) -> int:
     import tempfile
 
     from generator.check import STEPS, pipeline
@@ -191,7 +203,7 @@ def cmd_check(args) -> int:
     return 0 if all(r.ok for r in results) else 1
 
 
-def cmd_drift(args) -> int:
+def cmd_drift(args: argparse.Namespace) -> int:
     from generator.drift import compare, format_report, to_json
     from generator.model import load_series
     from generator.qemutree import resolve_base
@@ -206,7 +218,7 @@ def cmd_drift(args) -> int:
     return 0 if report.renders else 1
 
 
-def cmd_diff(args) -> int:
+def cmd_diff(args: argparse.Namespace) -> int:
     from generator.qemutree import resolve_base
     from generator.rangediff import compare, format_pairs, to_json
 
@@ -230,7 +242,7 @@ def positive(text: str) -> int:
     return int(text)
 
 
-def cmd_explain(args) -> int:
+def cmd_explain(args: argparse.Namespace) -> int:
     from generator.explain import explain
 
     for line in explain(args.series, args.what, args.spec_item):
@@ -244,7 +256,7 @@ def existing(path: str, option: str) -> str:
     return path
 
 
-def print_summary(results, base) -> None:
+def print_summary(results: list["StepResult"], base: "BaseTree") -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -285,12 +297,12 @@ def path_arg(text: str) -> Path:
 class Parser(argparse.ArgumentParser):
     """argparse with our one-line error (exit 2), the usage left to -h."""
 
-    def error(self, message):
+    def error(self, message: str) -> NoReturn:
         self.exit(2, f"gen-series: error: {self.prog}: {message} "
                   f"(see {self.prog} --help)\n")
 
 
-def add_spec_arguments(parser, what: str) -> None:
+def add_spec_arguments(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument("--spec", type=path_arg, default=DEFAULT_SPEC,
                         help=f"{what} (default: %(default)s)")
     parser.add_argument("--templates", type=path_arg, default=None,
@@ -302,14 +314,14 @@ def add_spec_arguments(parser, what: str) -> None:
                         "with neither, the command stops with exit 2)")
 
 
-def add_build_dir_argument(parser) -> None:
+def add_build_dir_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--build-dir", type=path_arg, metavar="DIR",
                         help="work directory, reused between runs (default: "
                         "~/.cache/gen-series/builds/<release>, shared with "
                         "`build`)")
 
 
-def add_guest_argument(parser, what: str) -> None:
+def add_guest_argument(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument("--guest", type=path_arg, metavar="DIR",
                         help=f"where {what} are (default: $GEN_SERIES_GUEST "
                         "or ../shared/guest beside the project)")
@@ -564,12 +576,13 @@ def describe_unexpected(e: BaseException) -> str:
             "--debug shows where)")
 
 
-def main(argv=None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     global QUIET
     args = make_parser().parse_args(argv)
     QUIET = args.quiet
     try:
-        return args.func(args)
+        status: int = args.func(args)   # one of the cmd_* functions
+        return status
     except GenError as e:
         msg = str(e) if e.exit_code != 2 else one_line(str(e))
         print(f"gen-series: error: {msg}", file=sys.stderr)
@@ -581,7 +594,7 @@ def main(argv=None) -> int:
         return last_resort(e, args)
 
 
-def last_resort(e: Exception, args) -> int:
+def last_resort(e: Exception, args: argparse.Namespace) -> int:
     """Anything no stage turned into a GenError: one line and exit 2."""
     if args.debug:
         traceback.print_exc()

@@ -100,14 +100,50 @@ NOT_FILE_SCOPE = ("compound_statement", "parameter_list", "initializer_list",
                   "argument_list")
 
 
+# Nodes that cannot hold a definition of the kind looked for, beyond
+# NOT_FILE_SCOPE: neither a function nor a file-scope declaration is ever
+# inside a definition, declaration, struct body or macro; a struct or enum
+# is inside a declaration or typedef, never inside a function (its body is
+# skipped; what is left of it is the return type and name) or a macro.
+_NO_DEFINITION = ("preproc_def", "preproc_function_def", "preproc_include",
+                  "preproc_call", "comment", "string_literal")
+_SKIP = {
+    "function": NOT_FILE_SCOPE + _NO_DEFINITION + (
+        "function_definition", "declaration", "type_definition",
+        "field_declaration_list", "enumerator_list"),
+    "struct": NOT_FILE_SCOPE + _NO_DEFINITION,
+    "enum": NOT_FILE_SCOPE + _NO_DEFINITION,
+}
+_SKIP["declaration"] = _SKIP["function"]
+
+
+def node_text(node: tree_sitter.Node) -> str:
+    """A node's source text: parse() gives the parser the bytes, so every
+    node of its trees has its text (None is for trees read by callback)."""
+    text = node.text
+    assert text is not None
+    return text.decode()
+
+
 def declared_name(declarator: tree_sitter.Node | None) -> str | None:
     """The identifier a (possibly nested) declarator declares."""
     while declarator is not None:
         if declarator.type in ("identifier", "type_identifier",
                                "field_identifier"):
-            return declarator.text.decode()
-        declarator = declarator.child_by_field_name("declarator")
+            return node_text(declarator)
+        declarator = _unparenthesized(
+            declarator.child_by_field_name("declarator"))
     return None
+
+
+def _unparenthesized(
+        declarator: tree_sitter.Node | None) -> tree_sitter.Node | None:
+    """`declarator` without the parentheses around it: `(*hook)`, `(f)`."""
+    while declarator is not None and \
+            declarator.type == "parenthesized_declarator":
+        declarator = declarator.named_children[0] \
+            if declarator.named_children else None
+    return declarator
 
 
 def scope_nodes(root: tree_sitter.Node, kind: str,
@@ -115,7 +151,7 @@ def scope_nodes(root: tree_sitter.Node, kind: str,
     """The definitions of `name` below `root`: kind is function, struct,
     enum or (file-scope) declaration.  Structs and enums declared inside a
     function body are not found."""
-    for n in walk(root, skip=NOT_FILE_SCOPE):
+    for n in walk(root, skip=_SKIP[kind]):
         if kind == "function" and n.type == "function_definition":
             if declared_name(n.child_by_field_name("declarator")) == name:
                 yield n
@@ -124,7 +160,8 @@ def scope_nodes(root: tree_sitter.Node, kind: str,
                 continue
             tag = n.child_by_field_name("name")
             parent = n.parent
-            if tag is not None and tag.text.decode() == name:
+            assert parent is not None   # a specifier is never the root
+            if tag is not None and node_text(tag) == name:
                 yield parent if parent.type in ("declaration",
                                                 "type_definition") else n
             elif parent.type == "type_definition" and any(
@@ -132,6 +169,7 @@ def scope_nodes(root: tree_sitter.Node, kind: str,
                     for d in parent.children_by_field_name("declarator")):
                 yield parent
         elif kind == "declaration" and n.type == "declaration" and \
+                n.parent is not None and \
                 n.parent.type in ("translation_unit", "preproc_if",
                                   "preproc_ifdef", "preproc_else",
                                   "linkage_specification"):
@@ -140,22 +178,33 @@ def scope_nodes(root: tree_sitter.Node, kind: str,
                 yield n
 
 
-def function_definitions(text: str) -> Iterator[tuple[str, int, tree_sitter.Node]]:
+def function_definitions(
+        text: str) -> Iterator[tuple[str | None, int, tree_sitter.Node]]:
     """(name, line of its declarator (1-based), node) of every function
-    defined in `text`."""
+    defined in `text` (`int (f)(void) {` defines f); the name is None
+    only where the parser recovered from an error."""
     for n in walk(parse(text).root_node):
         if n.type == "function_definition":
             decl = n.child_by_field_name("declarator")
+            assert decl is not None     # the grammar requires one
             yield declared_name(decl), decl.start_point[0] + 1, n
 
 
-def function_prototypes(text: str) -> Iterator[tuple[str, tree_sitter.Node]]:
-    """(name, declaration node) of every function prototype in `text`."""
+def function_prototypes(
+        text: str) -> Iterator[tuple[str, tree_sitter.Node]]:
+    """(name, declaration node) of every function prototype in `text`; a
+    function pointer (`void (*hook)(int);`) is a variable, not one."""
     for n in walk(parse(text).root_node):
         if n.type == "declaration":
             for d in n.children_by_field_name("declarator"):
-                inner = d
+                inner: tree_sitter.Node | None = d
                 while inner is not None and inner.type == "pointer_declarator":
                     inner = inner.child_by_field_name("declarator")
-                if inner is not None and inner.type == "function_declarator":
-                    yield declared_name(inner), n
+                if inner is None or inner.type != "function_declarator":
+                    continue
+                target = _unparenthesized(
+                    inner.child_by_field_name("declarator"))
+                name = declared_name(target)
+                if target is not None and \
+                        target.type != "pointer_declarator" and name:
+                    yield name, n

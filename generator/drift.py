@@ -254,12 +254,12 @@ def walk(series: Series, base: BaseTree,
                 (root / path).write_text(text, encoding="utf-8")
         facts: dict[str, bool] = {}
         for name, probe in series.probes.items():
-            path = root / probe.file
-            if not path.is_file():
+            probe_path = root / probe.file
+            if not probe_path.is_file():
                 problems.append(f"{probe.info}: {probe.file}: no such file")
                 facts[name] = False
                 continue
-            facts[name] = locate(path.read_text(encoding="utf-8"),
+            facts[name] = locate(probe_path.read_text(encoding="utf-8"),
                                  probe.file, probe.anchor)[1] is not None
         context = template_context(series, base, facts)
         progress(f"walking the spec on QEMU {base.version}")
@@ -268,6 +268,7 @@ def walk(series: Series, base: BaseTree,
                 when = change.when or patch.when
                 if (patch.when and not patch.when.holds(facts)) or \
                         (change.when and not change.when.holds(facts)):
+                    assert when is not None     # one of them is false
                     placements[change.id] = Placement(
                         "inactive", f"when: {'not ' if when.negate else ''}"
                         f"{when.probe}")
@@ -312,6 +313,7 @@ def _place(series: Series, env: jinja2.Environment, context: dict[str, object],
             return placement
         handler = edits.ACTIONS[change.action].handler
         assert handler is not None      # an anchored action has one
+        assert not isinstance(text, bytes)  # copy-file's has no anchor
         lines = handler(
             original.splitlines(keepends=True), region,
             (text or "").splitlines(keepends=True), change.anchor)

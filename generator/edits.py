@@ -7,46 +7,57 @@ ACTIONS is the one table of actions: model.py checks a change against it
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from generator import anchors
+from generator.anchors import Anchor, Region
 from generator.errors import AnchorError, GenError
 from generator.source import SourceInfo
 from generator.specload import decode_text
 
+# (lines, region, new lines, anchor) -> lines
+Handler = Callable[[list[str], Region, list[str], Anchor], list[str]]
 
-def _lines(text: str) -> list:
+
+def _lines(text: str) -> list[str]:
     return text.splitlines(keepends=True)
 
 
-def _insert_before(lines, region, new, anchor):
+def _insert_before(lines: list[str], region: Region, new: list[str],
+                   anchor: Anchor) -> list[str]:
     return lines[:region.start] + new + lines[region.start:]
 
 
-def _insert_after(lines, region, new, anchor):
+def _insert_after(lines: list[str], region: Region, new: list[str],
+                  anchor: Anchor) -> list[str]:
     return lines[:region.end] + new + lines[region.end:]
 
 
-def _replace(lines, region, new, anchor):
+def _replace(lines: list[str], region: Region, new: list[str],
+             anchor: Anchor) -> list[str]:
     return lines[:region.start] + new + lines[region.end:]
 
 
-def _insert_at_start(lines, region, new, anchor):
+def _insert_at_start(lines: list[str], region: Region, new: list[str],
+                     anchor: Anchor) -> list[str]:
     first, _ = _body(region)
     return lines[:first] + new + lines[first:]
 
 
-def _insert_at_end(lines, region, new, anchor):
+def _insert_at_end(lines: list[str], region: Region, new: list[str],
+                   anchor: Anchor) -> list[str]:
     _, closing = _body(region)
     return lines[:closing] + new + lines[closing:]
 
 
-def _body(region):
+def _body(region: Region) -> tuple[int, int]:
     if region.body is None:
         raise anchors.NotFound("the anchor has no { body } to insert into")
     return region.body
 
 
-def _make_non_static(lines, region, new, anchor):
+def _make_non_static(lines: list[str], region: Region, new: list[str],
+                     anchor: Anchor) -> list[str]:
     node = region.node
     spec = next((c for c in (node.children if node else [])
                  if c.type == "storage_class_specifier"
@@ -61,17 +72,18 @@ def _make_non_static(lines, region, new, anchor):
     return lines
 
 
-def _replace_match(lines, region, new, anchor):
+def _replace_match(lines: list[str], region: Region, new: list[str],
+                   anchor: Anchor) -> list[str]:
     """Replace only the matched text, e.g. one call inside a statement."""
     text = "".join(lines)
+    assert region.span is not None      # the action's anchor has a match
     start, end = region.span
     return _lines(text[:start] + "".join(new).rstrip("\n") + text[end:])
 
 
 @dataclass(frozen=True)
 class Action:
-    handler: Callable | None    # (lines, region, new lines, anchor) -> lines;
-                                # None: the action writes the whole file
+    handler: Handler | None     # None: the action writes the whole file
     anchor: bool                # needs 'anchor'
     template: bool              # needs 'template'
     source: bool = False        # needs 'source' (copy-file's bytes)
@@ -116,7 +128,21 @@ def read_tree_file(root: Path, file: str, info: SourceInfo,
         raise AnchorError(str(e), info)
 
 
-def apply_change(root: Path, change, rendered: str | bytes | None,
+class Change(Protocol):
+    """What apply_change() reads of a model.Change (model imports this
+    module: it cannot import model)."""
+
+    @property
+    def file(self) -> str: ...
+    @property
+    def action(self) -> str: ...
+    @property
+    def anchor(self) -> Anchor | None: ...
+    @property
+    def info(self) -> SourceInfo: ...
+
+
+def apply_change(root: Path, change: Change, rendered: str | bytes | None,
                  release: str) -> None:
     """Apply one change (a model.Change) to the tree at `root`, in place
     (`rendered` is the source's bytes for copy-file)."""
@@ -124,6 +150,7 @@ def apply_change(root: Path, change, rendered: str | bytes | None,
     path = tree_file(root, change.file, change.info, where)
     if change.action == "copy-file":
         path.parent.mkdir(parents=True, exist_ok=True)
+        assert isinstance(rendered, bytes)  # the source's bytes
         path.write_bytes(rendered)
         return
     if change.action == "create-file":
@@ -131,13 +158,18 @@ def apply_change(root: Path, change, rendered: str | bytes | None,
             raise AnchorError(f"{where}: cannot create, it already exists",
                               change.info)
         path.parent.mkdir(parents=True, exist_ok=True)
+        assert isinstance(rendered, str)    # the rendered template
         path.write_text(rendered, encoding="utf-8")
         return
+    # an anchored action: its template's text, or none (make-non-static)
+    assert change.anchor is not None and not isinstance(rendered, bytes)
     text = read_tree_file(root, change.file, change.info, release)
     try:
         region = anchors.resolve(text, change.file, change.anchor)
-        lines = ACTIONS[change.action].handler(_lines(text), region,
-                                        _lines(rendered or ""), change.anchor)
+        handler = ACTIONS[change.action].handler
+        assert handler is not None      # an anchored action has one
+        lines = handler(_lines(text), region, _lines(rendered or ""),
+                        change.anchor)
     except anchors.NotFound as e:
         raise AnchorError(f"{where}: {e}", change.info)
     path.write_text("".join(lines), encoding="utf-8")

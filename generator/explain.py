@@ -8,22 +8,56 @@ project, as the spec's own error messages show them.
 import json
 import os
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, NotRequired, TypedDict, overload
 
 from generator.errors import CheckFailed, ToolError
 from generator.outdir import COVER_LETTER, sha256
 from generator.provenance import MAP_FORMAT, MAP_NAME
 
 
+class PatchEntry(TypedDict):
+    spec: str               # file:line
+    subject: str
+
+
+class ChangeEntry(TypedDict):
+    """provenance.Tracker._change_entry()'s."""
+    patch: str
+    item: str | None
+    file: str
+    action: str
+    spec: str               # file:line
+    applied: bool
+    data: NotRequired[str]
+    template: NotRequired[str]
+
+
+# a file's rows: JSON arrays, typed by position
+Added = tuple[int, str | None, int | None]  # line, change, template line
+Removed = tuple[int, str | None]            # line, change
+Hunk = tuple[int, int, str, list[str]]      # first, last, file, changes
+
+
+class FileEntry(TypedDict):
+    """provenance._patch_map()'s."""
+    patch: str
+    sha256: str
+    hunks: list[Hunk]
+    added: list[Added]
+    removed: list[Removed]
+
+
 @dataclass(frozen=True)
 class SeriesMap:
     dir: Path
-    patches: dict           # patch id -> {"spec", "subject"}
-    changes: dict           # change id -> entry (provenance._change_entry)
-    files: dict             # patch file name -> its lines' origins
+    patches: dict[str, PatchEntry]      # patch id ->
+    changes: dict[str, ChangeEntry]     # change id ->
+    files: dict[str, FileEntry]         # patch file name ->
 
-    def patch_text(self, name: str) -> list:
+    def patch_text(self, name: str) -> list[str]:
         """The lines of one patch file, refused if it is not the one the
         map was written for."""
         data = (self.dir / name).read_bytes()
@@ -54,7 +88,7 @@ def _describe(smap: SeriesMap, change_id: str) -> str:
     return f"{c['spec']}: {c['item']}"
 
 
-def _source(change: dict, line) -> str:
+def _source(change: ChangeEntry, line: int | None) -> str:
     """Where a `+` line's text comes from: template or data-file line."""
     if "data" in change:
         return f"data: {change['data']}:{line}"
@@ -68,19 +102,19 @@ def _source(change: dict, line) -> str:
 
 def patch_name(smap: SeriesMap, what: str) -> str:
     """A patch file named by its name or its number (9, 0009)."""
-    name = os.path.basename(what)
+    name: str | None = os.path.basename(what)
     if re.fullmatch(r"\d{1,4}", what):
         name = next((n for n in sorted(smap.files) if int(n[:4]) ==
                      int(what)), None)
         if name is None and int(what) == 0:
             return COVER_LETTER
-    if name not in smap.files and name != COVER_LETTER:
+    if name is None or name not in smap.files and name != COVER_LETTER:
         raise ToolError(f"{what}: no such patch in {smap.dir} (patches "
                         f"0001 to {len(smap.files):04d})")
     return name
 
 
-def explain_line(smap: SeriesMap, what: str, number: int) -> list:
+def explain_line(smap: SeriesMap, what: str, number: int) -> list[str]:
     """The lines `explain PATCH:LINE` prints."""
     name = patch_name(smap, what)
     if name == COVER_LETTER:
@@ -101,9 +135,9 @@ def explain_line(smap: SeriesMap, what: str, number: int) -> list:
         return [head, f"spec: {_describe(smap, cid)}",
                 _source(smap.changes[cid], line)]
     removed = dict(entry["removed"])
-    if number in removed and removed[number]:
+    if number in removed and (remover := removed[number]):
         return [head, "an upstream line, removed by "
-                f"{_describe(smap, removed[number])}"]
+                f"{_describe(smap, remover)}"]
     hunk = next((h for h in entry["hunks"] if h[0] <= number <= h[1]), None)
     if hunk is not None:
         what = "the hunk header" if number == hunk[0] else \
@@ -119,7 +153,7 @@ def explain_line(smap: SeriesMap, what: str, number: int) -> list:
     return [head, f"{what} of patch '{entry['patch']}' ({patch['spec']})"]
 
 
-def _in_range(name: str, text: list, number: int) -> None:
+def _in_range(name: str, text: list[str], number: int) -> None:
     count = len(text) - (text[-1] == "")
     if not 1 <= number <= count:
         raise ToolError(f"{name}:{number}: the file has lines 1 to {count}")
@@ -127,7 +161,7 @@ def _in_range(name: str, text: list, number: int) -> None:
 
 # ---- spec item or template line -> patch lines ---------------------------
 
-def lines_of_change(smap: SeriesMap, change_id: str) -> list:
+def lines_of_change(smap: SeriesMap, change_id: str) -> list[str]:
     """The lines `explain --spec-item ID` prints: every `+` line of the
     series the change wrote."""
     if change_id not in smap.changes:
@@ -144,7 +178,8 @@ def lines_of_change(smap: SeriesMap, change_id: str) -> list:
                     for at, text, line in lines]
 
 
-def lines_of_source(smap: SeriesMap, path: str, number: int) -> list:
+def lines_of_source(smap: SeriesMap, path: str,
+                    number: int) -> list[str]:
     """The lines `explain FILE:LINE` prints for a spec file (the item at
     that line) or a template or data file (the lines it made)."""
     spec = _matching_paths(path, {e["spec"].rpartition(":")[0] for e in
@@ -152,8 +187,9 @@ def lines_of_source(smap: SeriesMap, path: str, number: int) -> list:
                                    *smap.patches.values())})
     if spec:
         return _spec_item_at(smap, spec, number)
-    sources = _matching_paths(path, {c.get("template") or c.get("data")
-                                     for c in smap.changes.values()} - {None})
+    sources = _matching_paths(path, {
+        source for c in smap.changes.values()
+        if (source := c.get("template") or c.get("data")) is not None})
     if not sources:
         raise ToolError(f"{path}: neither a spec file nor a template of "
                         f"the series in {smap.dir}")
@@ -165,11 +201,12 @@ def lines_of_source(smap: SeriesMap, path: str, number: int) -> list:
         f"change '{cid}'" for cid in sorted(ids))
     if not lines:
         return [head, "no line of this series comes from this line"]
+    # (every cid is one of ids)
     return [head] + [f"{at}: {text}  ({_describe(smap, cid)})"
-                     for at, text, cid in lines]
+                     for at, text, cid in lines if cid is not None]
 
 
-def _matching_paths(path: str, known: set) -> str | None:
+def _matching_paths(path: str, known: set[str]) -> str | None:
     """The known (project-relative) path that `path` names: the same path,
     or its last components (kvm.yaml, kvm/create-host-vcpu.c.j2)."""
     want = Path(os.path.normpath(path)).parts
@@ -182,7 +219,7 @@ def _matching_paths(path: str, known: set) -> str | None:
     return hits[0] if hits else None
 
 
-def _spec_item_at(smap: SeriesMap, spec: str, number: int) -> list:
+def _spec_item_at(smap: SeriesMap, spec: str, number: int) -> list[str]:
     """The spec item that holds line `number` of `spec`: the last one
     starting at or before it."""
     starts = sorted(
@@ -202,10 +239,27 @@ def _spec_item_at(smap: SeriesMap, spec: str, number: int) -> list:
             files[0] if files else "left out of this series (`when:`)"]
 
 
-def _added(smap: SeriesMap, wanted, with_change: bool = False) -> list:
+# (change, template line) -> is it wanted
+Wanted = Callable[[str | None, int | None], bool]
+
+
+@overload
+def _added(smap: SeriesMap, wanted: Wanted,
+           with_change: Literal[False] = False
+           ) -> Sequence[tuple[str, str, int | None]]: ...
+
+
+@overload
+def _added(smap: SeriesMap, wanted: Wanted,
+           with_change: Literal[True]
+           ) -> Sequence[tuple[str, str, str | None]]: ...
+
+
+def _added(smap: SeriesMap, wanted: Wanted, with_change: bool = False
+           ) -> Sequence[tuple[str, str, str | int | None]]:
     """(patch:line, text, template line or change) of each `+` line whose
     (change, template line) is `wanted`."""
-    found = []
+    found: list[tuple[str, str, str | int | None]] = []
     for name, entry in sorted(smap.files.items()):
         hits = [(n, cid, line) for n, cid, line in entry["added"]
                 if wanted(cid, line)]
@@ -217,7 +271,7 @@ def _added(smap: SeriesMap, wanted, with_change: bool = False) -> list:
 
 
 def explain(series_dir: Path, what: str | None, spec_item: str | None
-            ) -> list:
+            ) -> list[str]:
     """`gen-series explain`'s answer, as lines."""
     if (what is None) == (spec_item is None):
         raise ToolError("explain: give PATCH:LINE, FILE:LINE or "
@@ -225,6 +279,7 @@ def explain(series_dir: Path, what: str | None, spec_item: str | None
     smap = load(series_dir)
     if spec_item is not None:
         return lines_of_change(smap, spec_item)
+    assert what is not None     # one of them is given
     where, _, number = what.rpartition(":")
     if not where or not number.isdigit():
         raise ToolError(f"{what}: expected PATCH:LINE (0009:123, "

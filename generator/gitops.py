@@ -11,9 +11,12 @@ import datetime
 import os
 import shutil
 import subprocess
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import cast
 
 import git
+from git.objects.base import IndexObject
 
 from generator.errors import CheckFailed, ToolError
 
@@ -30,13 +33,14 @@ BASE_DATE = "2000-01-01T00:00:00+00:00"
 SYMLINK_MODE = 0o120000     # a tree entry that is a symbolic link
 
 
-def _run(repo: git.Repo, command: str, *args, env: dict | None = None,
-         **kwargs) -> str:
+def _run(repo: git.Repo, command: str, *args: str,
+         env: Mapping[str, str] | None = None, **kwargs: object) -> str:
     """`git COMMAND ARGS` in `repo`; its stdout, or a ToolError."""
     try:
         with repo.git.custom_environment(**(env or {})):
-            return getattr(repo.git, command.replace("-", "_"))(*args,
-                                                                **kwargs)
+            out: str = getattr(repo.git, command.replace("-", "_"))(
+                *args, **kwargs)
+            return out
     except git.GitCommandError as e:
         raise ToolError(f"git {command} in {repo.working_dir}: "
                         f"{git_message(e)}")
@@ -63,7 +67,7 @@ def user_identity() -> str | None:
     return f"{name} <{email}>" if name and email else None
 
 
-def identity_env(author: str, date: str) -> dict:
+def identity_env(author: str, date: str) -> dict[str, str]:
     name, _, email = author.partition(" <")
     email = email.rstrip(">")
     return {"GIT_AUTHOR_NAME": name, "GIT_AUTHOR_EMAIL": email,
@@ -118,7 +122,8 @@ def scratch_repo(source: Path, dest: Path) -> git.Repo:
     return repo
 
 
-def read_files(repo: git.Repo, commit: str, paths) -> dict:
+def read_files(repo: git.Repo, commit: str,
+               paths: Iterable[str]) -> dict[str, tuple[int, bytes]]:
     """{path: (mode, bytes)} of the `paths` that `commit` has (one
     long-lived `git cat-file` serves them all).  A file whose object cannot
     be read is a ToolError, not a missing file."""
@@ -126,7 +131,7 @@ def read_files(repo: git.Repo, commit: str, paths) -> dict:
         tree = repo.commit(commit).tree
     except (ValueError, git.BadName, git.GitCommandError) as e:
         raise ToolError(f"git cannot read commit {commit[:12]}: {e}")
-    found = {}
+    found: dict[str, tuple[int, bytes]] = {}
     for path in paths:
         try:
             blob = tree / path
@@ -135,7 +140,9 @@ def read_files(repo: git.Repo, commit: str, paths) -> dict:
             # directory on its way is a symbolic link: that one is kept
             link = _symlink_prefix(tree, path)
             if link is not None:
-                found[link.path] = (link.mode, link.data_stream.read())
+                # (GitPython types a tree entry's path as any PathLike)
+                found[cast(str, link.path)] = (link.mode,
+                                               link.data_stream.read())
             continue
         try:
             found[path] = (blob.mode, blob.data_stream.read())
@@ -144,7 +151,7 @@ def read_files(repo: git.Repo, commit: str, paths) -> dict:
     return found
 
 
-def _symlink_prefix(tree, path: str):
+def _symlink_prefix(tree: git.Tree, path: str) -> IndexObject | None:
     """The blob of the first directory on `path`'s way that `tree` holds
     as a symbolic link, if any."""
     parts = path.split("/")
@@ -162,7 +169,7 @@ def stripspace(message: str) -> str:
     """The message as `git commit -m` stores it (git stripspace: trailing
     blanks and surplus blank lines gone, one final newline)."""
     lines = [line.rstrip() for line in message.splitlines()]
-    out: list = []
+    out: list[str] = []
     for line in lines:
         if line or (out and out[-1]):
             out.append(line)
@@ -171,14 +178,18 @@ def stripspace(message: str) -> str:
     return "\n".join(out) + "\n" if out else ""
 
 
-def write_commits(repo: git.Repo, base: str, commits, author: str,
-                  date: str) -> str:
+def write_commits(
+        repo: git.Repo, base: str,
+        commits: Iterable[tuple[str, Mapping[str, tuple[int, bytes]]]],
+        author: str, date: str) -> str:
     """Write `commits` ([(message, {path: (mode, bytes)})], oldest first)
     on top of `base` with one `git fast-import` stream, authored and
     committed by `author` at `date` (ISO 8601); return the last one."""
     name, _, email = author.partition(" <")
     when = datetime.datetime.fromisoformat(date)
-    offset = int(when.utcoffset().total_seconds() // 60)
+    utcoffset = when.utcoffset()
+    assert utcoffset is not None    # the spec's date has one (model.py)
+    offset = int(utcoffset.total_seconds() // 60)
     stamp = (f"{int(when.timestamp())} {'-' if offset < 0 else '+'}"
              f"{abs(offset) // 60:02d}{abs(offset) % 60:02d}")
     ident = f"{name} <{email.rstrip('>')}> {stamp}".encode()
@@ -218,8 +229,9 @@ def resolve_commit(path: Path, rev: str) -> str | None:
     """The commit `rev` names in the repository at `path`; None if it names
     none (or `path` is no readable repository)."""
     try:
-        return open_repo(path).git.rev_parse("--verify", "-q",
-                                             f"{rev}^{{commit}}")
+        sha: str = open_repo(path).git.rev_parse("--verify", "-q",
+                                                 f"{rev}^{{commit}}")
+        return sha
     except (git.InvalidGitRepositoryError, git.NoSuchPathError,
             git.GitCommandError):
         return None
@@ -229,7 +241,7 @@ def tag(repo: git.Repo, name: str) -> None:
     _run(repo, "tag", name)
 
 
-def held_by_git(directory: Path, names: list) -> set:
+def held_by_git(directory: Path, names: Iterable[str]) -> set[str]:
     """Those of `names` (files in `directory`) whose current contents the
     index of the git work tree around `directory` holds: replacing or
     removing them loses nothing that `git checkout` cannot bring back."""
@@ -243,7 +255,7 @@ def held_by_git(directory: Path, names: list) -> set:
         current = cmd.hash_object("--", *names).split()
     except git.CommandError:
         return set()    # not in a work tree, or no git: git holds nothing
-    in_index = {}
+    in_index: dict[str, str] = {}
     for entry in filter(None, staged.split("\0")):
         info, _, name = entry.partition("\t")
         in_index[name] = info.split()[1]
@@ -286,7 +298,7 @@ def _abort_am(repo: git.Repo) -> None:
         shutil.rmtree(state, ignore_errors=True)
 
 
-def base_committer_env() -> dict:
+def base_committer_env() -> dict[str, str]:
     """A fixed committer and date, which keep the commits `git am` makes
     (and so `git log -L`) stable."""
     return identity_env("%s <%s>" % BASE_IDENTITY, BASE_DATE)
@@ -297,7 +309,8 @@ def is_clean(repo: git.Repo) -> bool:
     return not _run(repo, "status", "--porcelain", "--untracked-files=no")
 
 
-def reset_hard(repo: git.Repo, commit: str, keep: tuple = ()) -> None:
+def reset_hard(repo: git.Repo, commit: str,
+               keep: tuple[str, ...] = ()) -> None:
     """Check out `commit` detached, dropping every change and untracked file
     but the top-level directories in `keep` (e.g. build dirs)."""
     _abort_am(repo)
@@ -313,7 +326,8 @@ def restore(repo: git.Repo, path: str) -> None:
 
 
 def format_patch(repo: git.Repo, base: str, out: Path, author: str,
-                 date: str, subject_prefix: str, tip: str = "HEAD") -> list:
+                 date: str, subject_prefix: str,
+                 tip: str = "HEAD") -> list[Path]:
     """`git format-patch --cover-letter --base` of base..tip into `out`,
     byte-stable: fixed identity and date, zero From line, no signature."""
     _run(repo, "format-patch", f"{base}..{tip}", o=str(out),
@@ -323,13 +337,13 @@ def format_patch(repo: git.Repo, base: str, out: Path, author: str,
     return sorted(Path(out).iterdir())
 
 
-def commits_since(repo: git.Repo, base: str) -> list:
+def commits_since(repo: git.Repo, base: str) -> list[str]:
     """The commits of base..HEAD, oldest first."""
     return _run(repo, "log", "--reverse", "--format=%H",
                 f"{base}..HEAD").split()
 
 
-def read(path: Path, *args, ok_codes: tuple = (0,)) -> str:
+def read(path: Path, *args: str, ok_codes: tuple[int, ...] = (0,)) -> str:
     """The output of a read-only git command in the work tree at `path`
     (`git grep` exits 1 when nothing matches: pass ok_codes=(0, 1))."""
     repo = open_repo(path)
@@ -350,10 +364,11 @@ def read_blob(repo_path: Path, commit: str, path: str) -> str | None:
     except (KeyError, ValueError, git.BadName, git.InvalidGitRepositoryError,
             git.NoSuchPathError, git.GitCommandError):
         return None
-    return blob.data_stream.read().decode("utf-8", errors="replace")
+    data: bytes = blob.data_stream.read()
+    return data.decode("utf-8", errors="replace")
 
 
-def union_repo(dest: Path, sources) -> git.Repo:
+def union_repo(dest: Path, sources: Iterable[Path]) -> git.Repo:
     """An empty repository at `dest` that sees every object of `sources`
     through git's alternates, so that commits of unrelated trees (two
     releases unpacked apart) can be compared without copying them."""
@@ -366,12 +381,13 @@ def union_repo(dest: Path, sources) -> git.Repo:
     return repo
 
 
-def numstat(repo: git.Repo, old: str, new: str, paths) -> dict:
+def numstat(repo: git.Repo, old: str, new: str,
+            paths: Iterable[str]) -> dict[str, tuple[int, int]]:
     """path -> (lines added, lines removed) between two commits of `repo`;
     a path that did not change is absent."""
     out = _run(repo, "diff", "--numstat", "--no-renames", old, new, "--",
                *sorted(paths))
-    stats = {}
+    stats: dict[str, tuple[int, int]] = {}
     for line in out.splitlines():
         added, removed, path = line.split("\t", 2)
         stats[path] = (int(added) if added != "-" else 0,
@@ -379,12 +395,13 @@ def numstat(repo: git.Repo, old: str, new: str, paths) -> dict:
     return stats
 
 
-def grep(repo_path: Path, commit: str, pattern: str, pathspecs) -> list:
+def grep(repo_path: Path, commit: str, pattern: str,
+         pathspecs: Iterable[str]) -> list[tuple[str, int, str]]:
     """(path, line number, text) of each line at `commit` matching the
     extended regex `pattern`."""
     try:
-        out = open_repo(repo_path).git.grep("-n", "-E", "-e", pattern,
-                                            commit, "--", *pathspecs)
+        out: str = open_repo(repo_path).git.grep("-n", "-E", "-e", pattern,
+                                                 commit, "--", *pathspecs)
     except git.GitCommandError as e:
         if e.status == 1:       # no match
             return []
@@ -396,7 +413,8 @@ def grep(repo_path: Path, commit: str, pattern: str, pathspecs) -> list:
     return hits
 
 
-def commit_patches(repo: git.Repo, base: str, patches) -> str:
+def commit_patches(repo: git.Repo, base: str,
+                   patches: Iterable[Path | str]) -> str:
     """Commit each format-patch file on top of `base` without a work tree
     (a private index, `git apply --cached`, the message and author from
     `git mailinfo`); return the tip.  A patch that does not apply raises
@@ -434,7 +452,8 @@ def commit_patches(repo: git.Repo, base: str, patches) -> str:
 def range_diff(repo: git.Repo, old: str, new: str) -> str:
     """`git range-diff old new` (two `base..tip` ranges), without colour."""
     try:
-        return repo.git.range_diff("--no-color", old, new)
+        diff: str = repo.git.range_diff("--no-color", old, new)
+        return diff
     except git.GitCommandError as e:
         raise ToolError(f"git range-diff failed: {git_message(e)}")
 
@@ -448,7 +467,8 @@ def is_dirty(path: Path) -> bool:
         return False
 
 
-def export_files(repo_path: Path, commit: str, paths, dest: Path) -> list:
+def export_files(repo_path: Path, commit: str, paths: Iterable[str],
+                 dest: Path) -> list[str]:
     """Write the files `paths` of `commit` under `dest` (read from the
     object store: the repository may have no work tree); return those the
     commit does not have."""

@@ -16,19 +16,23 @@ See specs/README.md for the full reference.
 import dataclasses
 import datetime
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypedDict, cast
+
+import jinja2
 
 from generator.anchors import SCOPE_KINDS, Anchor
 from generator.edits import ACTIONS
 from generator.errors import SpecError, ToolError
 from generator.render import make_env, render_string
 from generator.source import SourceInfo, confined, display_path
-from generator.specload import Node, load_spec
+from generator.specload import Data, Node, load_spec
 
 # invariant kind -> (required, optional) parameters; the checkers are
 # check/invariants.py's CHECKERS
-INVARIANT_KINDS = {
+INVARIANT_KINDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "call-order": (("file", "function", "first", "then"), ()),
     "calls-checked": (("file", "function", "calls"), ()),
     "call-after-diversion": (("file", "function", "call", "diverted-to"), ()),
@@ -44,7 +48,7 @@ class Condition:
     probe: str
     negate: bool
 
-    def holds(self, facts: dict) -> bool:
+    def holds(self, facts: Mapping[str, bool]) -> bool:
         return facts[self.probe] != self.negate
 
 
@@ -63,7 +67,7 @@ class Change:
     action: str
     anchor: Anchor | None
     template: str | None
-    params: dict
+    params: dict[str, Data]     # snake_case keys, for the template
     when: Condition | None
     info: SourceInfo
     source: str | None = None   # copy-file: a template-dir path (Jinja2)
@@ -74,10 +78,14 @@ class Patch:
     id: str
     subject: str
     message: str
-    changes: tuple
+    changes: tuple[Change, ...]
     when: Condition | None
     info: SourceInfo
     message_template: str | None = None     # rendered, appended to message
+
+
+# an invariant's parameter, its names rendered
+InvariantValue = str | list[str]
 
 
 @dataclass(frozen=True)
@@ -85,10 +93,12 @@ class Invariant:
     id: str
     kind: str
     file: str | None
-    params: dict            # kebab-case keys, names rendered from params
+    # kebab-case keys, names rendered from params
+    params: dict[str, InvariantValue]
     info: SourceInfo
 
-    def __getitem__(self, key):
+    # Any: the kind's checker knows which of a string or a list it takes
+    def __getitem__(self, key: str) -> Any:
         return self.params[key]
 
 
@@ -99,24 +109,37 @@ class Series:
     version: int
     author: str             # "" until with_identity()
     date: str
-    signoffs: tuple
+    signoffs: tuple[str, ...]
     cover_subject: str
     cover_body: str
-    params: dict
-    probes: dict
-    patches: tuple
+    params: dict[str, Data]
+    probes: dict[str, Probe]
+    patches: tuple[Patch, ...]
     templates: Path
-    invariants: tuple = ()
+    invariants: tuple[Invariant, ...] = ()
     model: Node | None = None   # the reference model's section, raw
     # checkpatch warnings the series accepts: (compiled regex, reason)
-    accepted_warnings: tuple = ()
-    info: SourceInfo = field(compare=False, default=None)
+    accepted_warnings: tuple[tuple[re.Pattern[str], str], ...] = ()
+    info: SourceInfo | None = field(compare=False, default=None)
+
+
+class SeriesMeta(TypedDict):
+    """The `series:` section's part of a Series."""
+    name: str
+    subject_prefix: str
+    version: int
+    author: str
+    date: str
+    signoffs: tuple[str, ...]
+    cover_subject: str
+    cover_body: str
 
 
 # ---- shape checks ---------------------------------------------------------
 
-def _check_keys(node, what: str, required: tuple, optional: tuple = (),
-                at: SourceInfo | None = None):
+def _check_keys(node: Data, what: str, required: tuple[str, ...],
+                optional: tuple[str, ...] = (),
+                at: SourceInfo | None = None) -> None:
     """`at` locates `node` when it is not a mapping (a scalar keeps no line:
     its parent's key does)."""
     if not isinstance(node, Node):
@@ -130,7 +153,8 @@ def _check_keys(node, what: str, required: tuple, optional: tuple = (),
         raise SpecError(f"missing key '{missing[0]}'", node.info)
 
 
-def _check_name(name, valid, what: str, info: SourceInfo,
+def _check_name(name: Data, valid: tuple[str, ...], what: str,
+                info: SourceInfo,
                 plural: str | None = None) -> None:
     """QAPI's "unknown X; valid Xs are ..." for every name a spec picks
     from a fixed set (keys, actions, invariant kinds, model fields)."""
@@ -140,23 +164,24 @@ def _check_name(name, valid, what: str, info: SourceInfo,
                         + ", ".join(f"'{v}'" for v in valid), info)
 
 
-def _info_of(node) -> SourceInfo | None:
-    return getattr(node, "info", None)
+def _info_of(node: Data) -> SourceInfo | None:
+    info: SourceInfo | None = getattr(node, "info", None)
+    return info
 
 
-def _at(node, key: str) -> SourceInfo:
+def _at(node: Node, key: str) -> SourceInfo:
     """Where `key` of `node` is, in the item `node` describes."""
     return node.key_info.get(key, node.info).at(item=node.info.item)
 
 
-def _str(node, key: str, default=None) -> str:
+def _str(node: Node, key: str, default: str | None = None) -> str:
     value = node.get(key, default)
     if not isinstance(value, str) or (not value and default is None):
         raise SpecError(f"'{key}' must be a non-empty string", _at(node, key))
     return value
 
 
-def _line(node, key: str) -> str:
+def _line(node: Node, key: str) -> str:
     """A one-line text that git keeps as written: a subject (git would
     take a blank subject's next paragraph instead, and a newline would
     split the subject)."""
@@ -171,14 +196,14 @@ def _line(node, key: str) -> str:
     return text
 
 
-def _list(node, key: str) -> list:
+def _list(node: Node, key: str) -> list[Data]:
     value = node.get(key, [])
     if not isinstance(value, list):
         raise SpecError(f"'{key}' must be a list", _at(node, key))
     return value
 
 
-def _tree_path(node, key: str) -> str:
+def _tree_path(node: Node, key: str) -> str:
     """A path in the QEMU tree: relative, without '..', so that no spec
     reads or writes outside the tree (symbolic links are refused when
     the tree is read, edits.tree_file())."""
@@ -192,7 +217,8 @@ def _tree_path(node, key: str) -> str:
     return text
 
 
-def _in(node, item: str, at: SourceInfo | None = None) -> Node:
+def _in(node: Data, item: str | None,
+        at: SourceInfo | None = None) -> Node:
     """Tag a mapping (for messages) with the spec item it describes; `at`
     locates a value that is not a mapping."""
     if not isinstance(node, Node):
@@ -202,7 +228,8 @@ def _in(node, item: str, at: SourceInfo | None = None) -> Node:
     return node
 
 
-def _check_id(node, key: str, seen: dict, kind: str) -> str:
+def _check_id(node: Node, key: str, seen: dict[str, SourceInfo],
+              kind: str) -> str:
     ident = _str(node, key)
     if not ID_RE.match(ident):
         raise SpecError(f"{kind} id '{ident}' must be lower-case letters, "
@@ -214,9 +241,9 @@ def _check_id(node, key: str, seen: dict, kind: str) -> str:
     return ident
 
 
-def _check_params(node, key: str) -> dict:
+def _check_params(node: Node, key: str) -> dict[str, Data]:
     params = node.get(key, Node())
-    if not isinstance(params, dict):
+    if not isinstance(params, Node):    # every mapping YAML gives is one
         raise SpecError(f"'{key}' must be a mapping", node.key_info[key])
     out = {}
     for name, value in params.items():
@@ -227,7 +254,7 @@ def _check_params(node, key: str) -> dict:
     return out
 
 
-def _check_anchor(node, item: str, at: SourceInfo) -> Anchor:
+def _check_anchor(node: Data, item: str | None, at: SourceInfo) -> Anchor:
     node = _in(node, item, at)
     _check_keys(node, "'anchor'", (), SCOPE_KINDS + ("match",))
     scopes = [k for k in SCOPE_KINDS if k in node]
@@ -251,7 +278,8 @@ def _check_anchor(node, item: str, at: SourceInfo) -> Anchor:
                   node.info)
 
 
-def _check_when(node, probes: dict, item: str) -> Condition | None:
+def _check_when(node: Node, probes: Mapping[str, Probe],
+                item: str | None) -> Condition | None:
     if "when" not in node:
         return None
     text = _str(node, "when").strip()
@@ -263,8 +291,9 @@ def _check_when(node, probes: dict, item: str) -> Condition | None:
     return Condition(name, negate)
 
 
-def _check_change(node, patch_id: str, probes: dict, templates: Path,
-                  seen: dict, at: SourceInfo) -> Change:
+def _check_change(node: Data, patch_id: str, probes: Mapping[str, Probe],
+                  templates: Path, seen: dict[str, SourceInfo],
+                  at: SourceInfo) -> Change:
     if isinstance(node, Node) and isinstance(node.get("id"), str):
         _in(node, f"change '{node['id']}' of patch '{patch_id}'")
     else:
@@ -299,7 +328,7 @@ def _check_change(node, patch_id: str, probes: dict, templates: Path,
                   else None)
 
 
-def _template_path(node, key: str) -> str:
+def _template_path(node: Node, key: str) -> str:
     """A path under the templates directory (rendered later for a
     copy-file source): relative, without '..'."""
     text = _str(node, key)
@@ -310,7 +339,8 @@ def _template_path(node, key: str) -> str:
     return text
 
 
-def _check_template(node, key: str, templates: Path, item: str) -> str:
+def _check_template(node: Node, key: str, templates: Path,
+                    item: str | None) -> str:
     template = _template_path(node, key)
     path = confined(templates, template)
     if path is None:
@@ -324,8 +354,10 @@ def _check_template(node, key: str, templates: Path, item: str) -> str:
     return template
 
 
-def _check_patch(node, probes: dict, templates: Path, seen_patches: dict,
-                 seen_changes: dict, at: SourceInfo) -> Patch:
+def _check_patch(node: Data, probes: Mapping[str, Probe], templates: Path,
+                 seen_patches: dict[str, SourceInfo],
+                 seen_changes: dict[str, SourceInfo],
+                 at: SourceInfo) -> Patch:
     if isinstance(node, Node) and isinstance(node.get("id"), str):
         _in(node, f"patch '{node['id']}'")
     _check_keys(node, "a patch", ("id", "subject", "message", "changes"),
@@ -346,7 +378,7 @@ def _check_patch(node, probes: dict, templates: Path, seen_patches: dict,
                  if "message-template" in node else None)
 
 
-def _check_probes(node) -> dict:
+def _check_probes(node: Node) -> dict[str, Probe]:
     probes = {}
     raw = node.get("probes", Node())
     if not isinstance(raw, Node):
@@ -370,7 +402,7 @@ def _check_probes(node) -> dict:
 DATE_YEARS = range(1970, 2100)
 
 
-def _check_date(node) -> str:
+def _check_date(node: Node) -> str:
     text = _str(node, "date")
     try:
         date = datetime.datetime.fromisoformat(text)
@@ -404,7 +436,7 @@ def with_identity(series: "Series", identity: str) -> "Series":
                                signoffs=(identity,))
 
 
-def _check_series_meta(node, at: SourceInfo) -> dict:
+def _check_series_meta(node: Data, at: SourceInfo) -> SeriesMeta:
     _in(node, "series", at)
     for key in ("author", "signed-off-by"):
         if key in node:
@@ -430,7 +462,8 @@ def _check_series_meta(node, at: SourceInfo) -> dict:
                 cover_body=_str(cover, "body").rstrip("\n"))
 
 
-def _check_invariant(node, params: dict, seen: dict, env,
+def _check_invariant(node: Data, params: Mapping[str, Data],
+                     seen: dict[str, SourceInfo], env: jinja2.Environment,
                      at: SourceInfo) -> Invariant:
     if isinstance(node, Node) and isinstance(node.get("id"), str):
         _in(node, f"invariant '{node['id']}'")
@@ -443,7 +476,7 @@ def _check_invariant(node, params: dict, seen: dict, env,
     required, optional = INVARIANT_KINDS[kind]
     _check_keys(node, f"a '{kind}' invariant", ("id", "kind") + required,
                 optional)
-    values = {}
+    values: dict[str, InvariantValue] = {}
     for key in required + tuple(k for k in optional if k in node):
         value = node[key]
         where = _at(node, key)
@@ -456,7 +489,9 @@ def _check_invariant(node, params: dict, seen: dict, env,
             raise SpecError(f"'{key}' must be a string or a list of strings",
                             where)
         values[key] = value
-    return Invariant(ident, kind, values.get("file"), values, node.info)
+    # TODO: a list given as 'file' passes here and fails the checker
+    file = cast(str | None, values.get("file"))
+    return Invariant(ident, kind, file, values, node.info)
 
 
 def load_series(path: Path, templates: Path | None = None) -> Series:
@@ -470,7 +505,9 @@ def load_series(path: Path, templates: Path | None = None) -> Series:
     meta = _check_series_meta(top["series"], _at(top, "series"))
     probes = _check_probes(top)
     # (item, where its list is), so that a scalar item is located too
-    raw_patches, raw_invariants, models = [], [], []
+    raw_patches: list[tuple[Data, SourceInfo]] = []
+    raw_invariants: list[tuple[Data, SourceInfo]] = []
+    models: list[Node] = []
     for sub in included:
         _check_keys(sub, "an included spec", (),
                     ("patches", "invariants", "model"))
@@ -487,11 +524,12 @@ def load_series(path: Path, templates: Path | None = None) -> Series:
                         f"(the first is at {models[0].info})", models[1].info)
     if not raw_patches:
         raise SpecError("the spec has no patches", top.info)
-    seen_patches, seen_changes = {}, {}
+    seen_patches: dict[str, SourceInfo] = {}
+    seen_changes: dict[str, SourceInfo] = {}
     patches = tuple(_check_patch(p, probes, templates, seen_patches,
                                  seen_changes, at) for p, at in raw_patches)
     params = _check_params(top, "params")
-    seen_invariants = {}
+    seen_invariants: dict[str, SourceInfo] = {}
     env = make_env(templates)
     invariants = tuple(_check_invariant(i, params, seen_invariants, env, at)
                        for i, at in raw_invariants)
@@ -502,7 +540,7 @@ def load_series(path: Path, templates: Path | None = None) -> Series:
                   info=top.info, **meta)
 
 
-def _mapping(node, key: str) -> Node:
+def _mapping(node: Node, key: str) -> Node:
     value = node.get(key, Node())
     if not isinstance(value, Node):
         raise SpecError(f"'{key}' must be a mapping", _at(node, key))
@@ -512,7 +550,7 @@ def _mapping(node, key: str) -> Node:
     return value
 
 
-def _expression(node, key) -> None:
+def _expression(node: Node, key: str) -> None:
     """A model expression's text (compiled by refmodel.py, which names
     its syntax errors with this line)."""
     value = node[key]
@@ -569,7 +607,8 @@ def _check_model(node: Node) -> Node:
     return node
 
 
-def _check_accepted_warnings(top) -> tuple:
+def _check_accepted_warnings(
+        top: Node) -> tuple[tuple[re.Pattern[str], str], ...]:
     key = "checkpatch-accepted-warnings"
     raw = top.get(key, [])
     if not isinstance(raw, list):

@@ -22,6 +22,7 @@ import difflib
 import json
 import os
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +32,7 @@ import unidiff
 from generator.model import Change, Patch, Series
 from generator.outdir import sha256
 from generator.render import render_string
+from generator.source import SourceInfo
 
 MAP_NAME = "series-map.json"
 MAP_FORMAT = 1
@@ -47,14 +49,14 @@ class Origin:
                             # None for make-non-static (no template)
 
 
-def split_lines(text: str) -> list:
+def split_lines(text: str) -> list[str]:
     """Lines as git counts them: split at "\\n" only."""
     lines = text.split("\n")
     tail = lines.pop()
     return [line + "\n" for line in lines] + ([tail] if tail else [])
 
 
-def file_lines(path: Path) -> list:
+def file_lines(path: Path) -> list[str]:
     """The lines of `path` (none if it does not exist), bytes that are not
     UTF-8 kept as surrogates (copy-file writes binary tables)."""
     try:
@@ -67,7 +69,7 @@ def file_lines(path: Path) -> list:
 def marked_source(source: str) -> str:
     """`source` with MARK(line) before each newline that Jinja2 outputs:
     not those inside a tag, nor those a block or comment tag trims."""
-    inside = set()
+    inside: set[int] = set()
     for m in TAG_RE.finditer(source):
         inside.update(i for i in range(m.start(), m.end())
                       if source[i] == "\n")
@@ -83,7 +85,7 @@ def marked_source(source: str) -> str:
     return "".join(out)
 
 
-def template_lines(marked: str, rendered: str) -> list | None:
+def template_lines(marked: str, rendered: str) -> list[int | None] | None:
     """The template line of each line of `rendered`, from its marked
     rendering; None if the two disagree."""
     lines = split_lines(marked)
@@ -95,7 +97,8 @@ def template_lines(marked: str, rendered: str) -> list | None:
             end = MARK_RE.findall(lines.pop())[-1]   # a final block tag
     if MARK_RE.sub("", "".join(lines)) != rendered:
         return None
-    numbers, pending = [], 0
+    numbers: list[int | None] = []
+    pending = 0
     for line in lines:
         found = MARK_RE.findall(line)
         if found:
@@ -110,18 +113,25 @@ def template_lines(marked: str, rendered: str) -> list | None:
 
 @dataclass
 class _File:
-    lines: list
-    origins: list           # per line: Origin or None (upstream)
-    before_patch: list      # per line: its number when the patch began
+    lines: list[str]
+    origins: list[Origin | None]        # per line; None: upstream
+    before_patch: list[int | None]      # its number when the patch began
 
 
 @dataclass
 class _Commit:
     patch: Patch
-    changes: frozenset      # ids of the changes applied in it
-    lines: dict             # file -> its lines after the commit
-    origins: dict           # file -> Origin per line after the commit
-    removed: dict           # (file, line before the patch) -> change id
+    changes: frozenset[str]     # ids of the changes applied in it
+    lines: dict[str, list[str]]     # file -> its lines after the commit
+    # file -> Origin per line after the commit
+    origins: dict[str, list[Origin | None]]
+    # (file, line before the patch) -> change id
+    removed: dict[tuple[str, int], str]
+
+
+# (index in the new file, new lines) -> the template (or data-file) line
+# of each
+Sources = Callable[[int, list[str]], Sequence[int | None]]
 
 
 @dataclass
@@ -129,21 +139,24 @@ class Tracker:
     """Follows the lines `generate` writes (see the module comment)."""
     series: Series
     env: jinja2.Environment
-    context: dict
-    files: dict = field(default_factory=dict)
-    commits: list = field(default_factory=list)
-    applied: dict = field(default_factory=dict)     # id -> (Change, data)
-    _removed: dict = field(default_factory=dict)
-    _pending: dict = field(default_factory=dict)    # file -> change ids
+    context: dict[str, object]
+    files: dict[str, _File] = field(default_factory=dict)
+    commits: list[_Commit] = field(default_factory=list)
+    # id -> (Change, data file)
+    applied: dict[str, tuple[Change, Path | None]] = field(
+        default_factory=dict)
+    _removed: dict[tuple[str, int], str] = field(default_factory=dict)
+    # file -> change ids
+    _pending: dict[str, set[str]] = field(default_factory=dict)
     _marked_env: jinja2.Environment | None = None
 
-    def lines(self, path: Path, file: str) -> list:
+    def lines(self, path: Path, file: str) -> list[str]:
         """The lines of `file` (at `path`) as the last edit left them,
         without reading it again; read if no change edited it yet."""
         state = self.files.get(file)
         return state.lines if state is not None else file_lines(path)
 
-    def edited(self, change: Change, before: list, after: list,
+    def edited(self, change: Change, before: list[str], after: list[str],
                rendered: str | bytes | None) -> None:
         """`change` turned `before` into `after` (the lines of its file),
         with `rendered` from its template (the data file's bytes for
@@ -153,7 +166,8 @@ class Tracker:
             state = _File(before, [None] * len(before),
                           list(range(1, len(before) + 1)))
         sources = self._sources(change, rendered)
-        origins, numbers = [], []
+        origins: list[Origin | None] = []
+        numbers: list[int | None] = []
         for tag, i1, i2, j1, j2 in _opcodes(before, after):
             if tag == "equal":
                 origins += state.origins[i1:i2]
@@ -173,10 +187,12 @@ class Tracker:
         """copy-file's source, as series.copy_source names it."""
         if change.action != "copy-file":
             return None
+        assert change.source is not None    # a copy-file change has one
         return self.series.templates / render_string(
             self.env, change.source, self.context, change.info)
 
-    def _sources(self, change: Change, rendered):
+    def _sources(self, change: Change,
+                 rendered: str | bytes | None) -> Sources:
         """A function: (index in the new file, new lines) -> the template
         (or data-file) line of each."""
         if change.action == "copy-file":
@@ -184,6 +200,7 @@ class Tracker:
                                               start + 1 + len(lines))
         if change.action == "make-non-static" or not change.template:
             return lambda start, lines: [None] * len(lines)
+        assert not isinstance(rendered, bytes)  # copy-file's only
         text = rendered or ""
         if self._marked_env is None:
             # its own cache: a marked template must not replace the plain
@@ -216,14 +233,15 @@ class Tracker:
             state.before_patch = list(range(1, len(state.origins) + 1))
         self._removed, self._pending = {}, {}
 
-    def series_map(self, patch_files: list) -> bytes:
+    def series_map(self, patch_files: list[tuple[str, bytes]]) -> bytes:
         """The map of the series whose patches (cover letter excluded) are
         `patch_files`, (name, bytes) in order, as written beside it: every
         spec item (those this release leaves out too, so that a spec line
         finds its item) and, per patch file, the origin of each line of its
         diff."""
         root = self._root()
-        items, changes = {}, {}
+        items: dict[str, dict[str, str]] = {}
+        changes: dict[str, dict[str, object]] = {}
         for patch in self.series.patches:
             items[patch.id] = {"spec": _at(patch.info, root),
                                "subject": patch.subject}
@@ -236,11 +254,12 @@ class Tracker:
                       "changes": changes, "files": patches}).encode()
 
     def _change_entry(self, patch: Patch, change: Change, root: Path
-                      ) -> dict:
-        entry = {"patch": patch.id, "item": change.info.item,
-                 "file": change.file, "action": change.action,
-                 "spec": _at(change.info, root),
-                 "applied": change.id in self.applied}
+                      ) -> dict[str, object]:
+        entry: dict[str, object] = {
+            "patch": patch.id, "item": change.info.item,
+            "file": change.file, "action": change.action,
+            "spec": _at(change.info, root),
+            "applied": change.id in self.applied}
         data = self.applied.get(change.id, (None, None))[1]
         if data is not None:
             entry["data"] = _rel(data, root)
@@ -253,12 +272,13 @@ class Tracker:
         """The directory the map's paths are relative to: the one holding
         the spec files and the templates (the project)."""
         paths = [self.series.templates.resolve()] + [
-            Path(item.info.file).resolve() for patch in self.series.patches
-            for item in (patch, *patch.changes)]
+            Path(info.file).resolve() for patch in self.series.patches
+            for info in (patch.info, *(c.info for c in patch.changes))]
         return Path(os.path.commonpath(paths))
 
 
-def _opcodes(old: list, new: list) -> list:
+def _opcodes(old: list[str],
+             new: list[str]) -> list[tuple[str, int, int, int, int]]:
     """difflib's opcodes, the common head and tail cut first (an edit
     touches one place of a long file)."""
     head = _longest(lambda k: old[:k] == new[:k], min(len(old), len(new)))
@@ -276,7 +296,7 @@ def _opcodes(old: list, new: list) -> list:
     return ops
 
 
-def _longest(same, most: int) -> int:
+def _longest(same: Callable[[int], bool], most: int) -> int:
     """The largest k <= most for which same(k) holds (same(0) does, and
     same(k) implies same(k - 1)): a binary search whose list compares run
     in C, for files of thousands of lines."""
@@ -290,11 +310,13 @@ def _longest(same, most: int) -> int:
     return lo
 
 
-def _match(lines: list, rendered: list, numbers: list) -> list:
+def _match(lines: list[str], rendered: list[str],
+           numbers: list[int | None]) -> list[int | None]:
     """The template line of each new line: the rendered line it equals, or
     holds (replace-match joins the first and last rendered lines with the
     rest of their line), searched in order from the last one found."""
-    found, at = [], 0
+    found: list[int | None] = []
+    at = 0
     for line in lines:
         order = list(range(at, len(rendered))) + list(range(at))
         hit = next((k for k in order if rendered[k] == line), None)
@@ -308,46 +330,58 @@ def _match(lines: list, rendered: list, numbers: list) -> list:
     return found
 
 
-def _rel(path, root: Path) -> str:
+def _rel(path: str | Path, root: Path) -> str:
     return os.path.relpath(Path(path).resolve(), root)
 
 
-def _at(info, root: Path) -> str:
+def _at(info: SourceInfo, root: Path) -> str:
     return f"{_rel(info.file, root)}:{info.line}"
 
 
-def _patch_map(data: bytes, commit: _Commit, root: Path) -> dict:
+def _no(number: int | None) -> int:
+    """A line number unidiff gives a parsed line: in the patch file, in
+    the source of a `-` line, in the target of a `+` line."""
+    assert number is not None
+    return number
+
+
+def _patch_map(data: bytes, commit: _Commit,
+               root: Path) -> dict[str, object]:
     """Per line of the patch file `data`: what its `+` and `-` lines come
     from, and the changes each hunk holds."""
     diff = unidiff.PatchSet(data.decode("utf-8"))
-    added, removed, hunks = [], [], []
+    # [line in the patch file, change id, template line]
+    added: list[list[int | str | None]] = []
+    removed: list[list[int | str | None]] = []  # [line, change id]
+    hunks: list[list[object]] = []  # [first, last, file, change ids]
     for pf in diff:
         origins = _reconciled(pf, commit)
         for hunk in pf:
-            by_line = {}        # line in the patch file -> change id
+            # line in the patch file -> change id
+            by_line: dict[int, str | None] = {}
             for line in hunk:
                 if line.is_added:
-                    origin = origins.get(line.target_line_no)
-                    added.append([line.diff_line_no,
-                                  origin and origin.change,
-                                  origin and origin.line])
-                    by_line[line.diff_line_no] = origin and origin.change
+                    origin = origins.get(_no(line.target_line_no))
+                    change = origin.change if origin else None
+                    added.append([_no(line.diff_line_no), change,
+                                  origin.line if origin else None])
+                    by_line[_no(line.diff_line_no)] = change
                 elif line.is_removed:
-                    by_line[line.diff_line_no] = commit.removed.get(
-                        (pf.path, line.source_line_no))
+                    by_line[_no(line.diff_line_no)] = commit.removed.get(
+                        (pf.path, _no(line.source_line_no)))
             known = {n: c for n, c in by_line.items() if c}
             for line in hunk:
                 if line.is_removed:
-                    removed.append([line.diff_line_no,
-                                    _nearest(known, line.diff_line_no)])
-            lines = [line.diff_line_no for line in hunk]
+                    removed.append([_no(line.diff_line_no),
+                                    _nearest(known, _no(line.diff_line_no))])
+            lines = [_no(line.diff_line_no) for line in hunk]
             hunks.append([min(lines) - 1, max(lines), pf.path,
                           sorted(set(known.values()))])
     return {"patch": commit.patch.id, "sha256": sha256(data),
             "hunks": hunks, "added": added, "removed": removed}
 
 
-def _nearest(known: dict, n: int) -> str | None:
+def _nearest(known: dict[int, str], n: int) -> str | None:
     """The change of line `n` of a hunk, else of the nearest line whose
     change is known: the tracking and git may remove different ones of
     identical lines (blank lines) in one hunk."""
@@ -356,7 +390,8 @@ def _nearest(known: dict, n: int) -> str | None:
     return known[min(known, key=lambda m: (abs(m - n), m))]
 
 
-def _reconciled(pf, commit: _Commit) -> dict:
+def _reconciled(pf: unidiff.PatchedFile,
+                commit: _Commit) -> dict[int, Origin | None]:
     """target line -> Origin for the `+` lines of one file.  git's diff
     and the tracking may pick different ones of identical lines (a blank
     line, a closing brace inserted beside another): a `+` line the
@@ -364,12 +399,12 @@ def _reconciled(pf, commit: _Commit) -> dict:
     the patch added that git shows as context."""
     origins = commit.origins.get(pf.path, [])
     lines = commit.lines.get(pf.path, [])
-    added = {line.target_line_no: line.value for hunk in pf for line in hunk
-             if line.is_added}
+    added = {_no(line.target_line_no): line.value for hunk in pf
+             for line in hunk if line.is_added}
     ours = {n + 1 for n, o in enumerate(origins)
             if o is not None and o.change in commit.changes}
     spare = sorted(ours - set(added))
-    result = {}
+    result: dict[int, Origin | None] = {}
     for n, value in sorted(added.items()):
         if n in ours:
             result[n] = origins[n - 1]
@@ -382,7 +417,7 @@ def _reconciled(pf, commit: _Commit) -> dict:
     return result
 
 
-def _dump(value, indent: str = "") -> str:
+def _dump(value: object, indent: str = "") -> str:
     """Deterministic JSON (sorted keys); a list holding a scalar on one
     line (a map entry, a hunk)."""
     inner = indent + " "

@@ -16,6 +16,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 from generator import gitops
@@ -45,13 +46,13 @@ def maintainers_tree(base: BaseTree, dest: Path) -> Path:
     return dest
 
 
-def get_maintainers(tree: Path, patch: Path) -> dict:
+def get_maintainers(tree: Path, patch: Path) -> dict[str, list[str]]:
     """{"to": [...], "cc": [...]} for one patch file, in the script's
     order."""
     if shutil.which("perl") is None:
         raise ToolError("--to-maintainers needs perl to run "
                         f"{SCRIPT}")
-    found = {}
+    found: dict[str, list[str]] = {}
     for field, roles in ROLES.items():
         proc = subprocess.run(["perl", SCRIPT, *COMMON, *roles,
                                str(Path(patch).resolve())],
@@ -64,13 +65,14 @@ def get_maintainers(tree: Path, patch: Path) -> dict:
     return found
 
 
-def _header(name: str, addresses: list) -> str:
+def _header(name: str, addresses: list[str]) -> str:
     """A header folded as git format-patch folds --to/--cc."""
     return f"{name}: " + ",\n    ".join(addresses) + "\n"
 
 
-def _unique(addresses) -> list:
-    seen, out = set(), []
+def _unique(addresses: Iterable[str]) -> list[str]:
+    seen: set[str] = set()
+    out: list[str] = []
     for a in addresses:
         key = re.sub(r".*<(.*)>.*", r"\1", a).lower()
         if key not in seen:
@@ -79,7 +81,7 @@ def _unique(addresses) -> list:
     return out
 
 
-def with_headers(data: bytes, to: list, cc: list) -> bytes:
+def with_headers(data: bytes, to: list[str], cc: list[str]) -> bytes:
     """The mail with To: and Cc: at the end of its header block."""
     text = data.decode("utf-8")
     head, sep, body = text.partition("\n\n")
@@ -90,10 +92,12 @@ def with_headers(data: bytes, to: list, cc: list) -> bytes:
         if extra else data
 
 
-def add_recipients(files: dict, base: BaseTree) -> dict:
+def add_recipients(files: dict[str, bytes],
+                   base: BaseTree) -> dict[str, bytes]:
     """The series with each patch addressed to the maintainers of what it
     changes, and the cover letter to all of them."""
-    out, union = {}, {"to": [], "cc": []}
+    out: dict[str, bytes] = {}
+    union: dict[str, list[str]] = {"to": [], "cc": []}
     with tempfile.TemporaryDirectory(prefix="gen-series-maint-") as tmp:
         tree = maintainers_tree(base, Path(tmp) / "tree")
         for name, data in sorted(files.items()):

@@ -8,16 +8,32 @@ shortest sequence of actions that reaches it.
 """
 
 from collections import deque, namedtuple
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from types import CodeType
+from typing import Protocol, cast
 
 from generator.errors import SpecError
-from generator.specload import Node
+from generator.source import SourceInfo
+from generator.specload import Data, Node
 
 SAFE_BUILTINS = {"all": all, "any": any, "len": len, "zip": zip,
                  "True": True, "False": False, "min": min, "max": max}
 
 
-def _compile(text, where, what):
+class VcpuState(Protocol):
+    """A vCPU's state: a named tuple of the spec's fields (its class is
+    made at run time, Model.Vcpu)."""
+
+    def _replace(self, **changes: object) -> "VcpuState": ...
+
+
+State = tuple[VcpuState, ...]           # the machine's: one per vCPU
+Trace = list[tuple[str, int | None]]    # [(action, index)]
+
+
+def _compile(text: Data, where: SourceInfo | None, what: str) -> CodeType:
     if not isinstance(text, str):
         text = repr(text)
     try:
@@ -26,7 +42,7 @@ def _compile(text, where, what):
         raise SpecError(f"{what}: invalid expression: {e.msg}", where)
 
 
-def _eval(code, names):
+def _eval(code: CodeType, names: Mapping[str, object]) -> object:
     return eval(code, {"__builtins__": SAFE_BUILTINS}, names)
 
 
@@ -34,17 +50,17 @@ def _eval(code, names):
 class Action:
     name: str
     machine: bool
-    refusals: list      # [(code, error format)]
-    effects: dict       # field -> code
+    refusals: list[tuple[CodeType, str]]   # [(code, error format)]
+    effects: dict[str, CodeType]            # field -> code
 
 
 @dataclass
 class Violation:
-    invariants: list    # names of the invariants broken
-    trace: list         # [(action, index)] from the initial state
-    state: tuple
+    invariants: list[str]   # names of the invariants broken
+    trace: Trace            # from the initial state
+    state: State
 
-    def __str__(self):
+    def __str__(self) -> str:
         steps = ", ".join(a if i is None else f"{a}({i})"
                           for a, i in self.trace) or "(initial state)"
         return (f"invariant {', '.join(self.invariants)} broken after: "
@@ -52,8 +68,8 @@ class Violation:
 
 
 class Model:
-    def __init__(self, node: Node):
-        def where(n, key):
+    def __init__(self, node: Node) -> None:
+        def where(n: Data, key: str) -> SourceInfo:
             return n.key_info.get(key, n.info) if isinstance(n, Node) \
                 else node.info
         for key in ("fields", "init", "actions"):
@@ -62,7 +78,9 @@ class Model:
         self.fields = [f.replace("-", "_") for f in node["fields"]]
         self.values = {f.replace("-", "_"): v
                        for f, v in node["fields"].items()}
-        self.Vcpu = namedtuple("Vcpu", self.fields)
+        # its fields come from the spec: a class mypy cannot see
+        self.Vcpu = cast(Callable[..., VcpuState],
+                         namedtuple("Vcpu", self.fields))
         init = node["init"]
         if set(init) != set(node["fields"]):
             raise SpecError("model: 'init' must give every field",
@@ -70,11 +88,11 @@ class Model:
         self.init = {f.replace("-", "_"): _compile(init[f], where(init, f),
                                                    f"init of {f}")
                      for f in init}
-        self.actions = {}
+        self.actions: dict[str, Action] = {}
         for name, body in node["actions"].items():
             refusals = [(_compile(r["if"], r.info, f"{name}: refuse"),
                          r["error"]) for r in body.get("refuse", [])]
-            effects = {}
+            effects: dict[str, CodeType] = {}
             for f, expr in body["set"].items():
                 if f.replace("-", "_") not in self.fields:
                     raise SpecError(f"model: action '{name}' sets unknown "
@@ -92,22 +110,27 @@ class Model:
     # ---- one machine --------------------------------------------------------
 
     def initial(self, cpus: int, disabled: int, kvm: bool,
-                acpi: bool = False) -> tuple:
-        self.config = {"cpus": cpus, "disabled": disabled, "kvm": kvm,
-                       "acpi": acpi}
+                acpi: bool = False) -> State:
+        self.config: dict[str, object] = {
+            "cpus": cpus, "disabled": disabled, "kvm": kvm, "acpi": acpi}
         return tuple(self.Vcpu(**{f: _eval(code, {**self.config,
                                                   "index": i})
                                   for f, code in self.init.items()})
                      for i in range(cpus + disabled))
 
-    def _names(self, state, index):
+    def _names(self, state: State, index: int) -> dict[str, object]:
         return {**self.config, "index": index, "cpu": state[index],
                 "vcpus": state}
 
-    def step(self, state: tuple, action: str, index: int | None = None):
+    def step(self, state: State, action: str, index: int | None = None
+             ) -> tuple[State, str | None]:
         """(new state, None) or (state, refusal message)."""
         act = self.actions[action]
-        indexes = range(len(state)) if act.machine else [index]
+        if act.machine:
+            indexes: Sequence[int] = range(len(state))
+        else:
+            assert index is not None    # moves() names the vCPU
+            indexes = [index]
         new = list(state)
         for i in indexes:
             names = self._names(state, i)
@@ -118,7 +141,7 @@ class Model:
                                           for f, code in act.effects.items()})
         return tuple(new), None
 
-    def broken(self, state: tuple, old: tuple | None = None) -> list:
+    def broken(self, state: State, old: State | None = None) -> list[str]:
         out = [name for name, code in self.invariants.items()
                if not _eval(code, {**self.config, "vcpus": state})]
         if old is not None:
@@ -127,7 +150,7 @@ class Model:
                                         "new": state})]
         return out
 
-    def moves(self, state: tuple):
+    def moves(self, state: State) -> Iterator[tuple[str, int | None]]:
         for name, act in self.actions.items():
             if act.machine:
                 yield name, None
@@ -136,13 +159,13 @@ class Model:
                     yield name, i
 
     def explore(self, cpus: int, disabled: int, kvm: bool, depth: int,
-                acpi: bool = False):
+                acpi: bool = False) -> tuple[int, Violation | None]:
         """Breadth-first over every action sequence up to `depth`; returns
         (number of distinct states, first Violation or None)."""
         start = self.initial(cpus, disabled, kvm, acpi)
         if self.broken(start):
             return 1, Violation(self.broken(start), [], start)
-        seen = {start: []}
+        seen: dict[State, Trace] = {start: []}
         queue = deque([start])
         while queue:
             state = queue.popleft()
@@ -163,7 +186,7 @@ class Model:
         return len(seen), None
 
 
-def load_model(spec_path) -> Model:
+def load_model(spec_path: Path) -> Model:
     """The model of a spec (its `model:` section, possibly included)."""
     from generator.model import load_series
 

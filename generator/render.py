@@ -6,6 +6,7 @@ not give fails with the template's own file and line.
 
 import re
 import sys
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import jinja2
@@ -46,7 +47,7 @@ FILTERS = {
 }
 
 
-def _verbatim(templates: Path, missing_ok: bool):
+def _verbatim(templates: Path, missing_ok: bool) -> Callable[[str], str]:
     def verbatim(name: str) -> str:
         """A file under the templates directory, not rendered (a diff or
         a table dump that may hold `{{`)."""
@@ -83,7 +84,8 @@ class ConfinedLoader(jinja2.FileSystemLoader):
         super().__init__(str(templates))
         self.templates = templates
 
-    def get_source(self, environment, template):
+    def get_source(self, environment: jinja2.Environment, template: str
+                   ) -> tuple[str, str, Callable[[], bool]]:
         path = confined(self.templates, template)
         if path is None:
             raise jinja2.TemplateNotFound(
@@ -117,8 +119,8 @@ def make_env(templates: Path, missing_data_ok: bool = False
     return env
 
 
-def render_string(env: jinja2.Environment, text: str, context: dict,
-                  info: SourceInfo) -> str:
+def render_string(env: jinja2.Environment, text: str,
+                  context: Mapping[str, object], info: SourceInfo) -> str:
     """A spec value that may name template parameters (`{{ tree.version }}`)."""
     try:
         return env.from_string(text).render(**context)
@@ -142,7 +144,7 @@ def _template_location(templates: Path, name: str) -> SourceInfo:
 
 
 def render(env: jinja2.Environment, templates: Path, name: str,
-           context: dict, info: SourceInfo) -> str:
+           context: Mapping[str, object], info: SourceInfo) -> str:
     """Render one template; errors name the template line and the spec item."""
     try:
         text = env.get_template(name).render(**context)

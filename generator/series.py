@@ -8,11 +8,14 @@ their contents change.
 import errno
 import os
 import tempfile
+from collections.abc import Callable, Mapping
 from pathlib import Path
+
+import jinja2
 
 from generator import anchors, edits, gitops, outdir, patchfiles, provenance
 from generator.errors import AnchorError, CheckFailed, SpecError, ToolError
-from generator.model import Series
+from generator.model import Change, Patch, Series
 from generator.qemutree import BaseTree
 from generator.render import make_env, render, render_string
 from generator.source import confined, display_path
@@ -24,7 +27,8 @@ def next_release(version: str) -> str:
     return f"{major + 1}.0" if minor >= 2 else f"{major}.{minor + 1}"
 
 
-def evaluate_probes(series: Series, root: Path, release: str) -> dict:
+def evaluate_probes(series: Series, root: Path,
+                    release: str) -> dict[str, bool]:
     """Each probe's truth value on the (unpatched) tree at `root`."""
     facts = {}
     for name, probe in series.probes.items():
@@ -33,7 +37,8 @@ def evaluate_probes(series: Series, root: Path, release: str) -> dict:
     return facts
 
 
-def template_context(series: Series, base: BaseTree, facts: dict) -> dict:
+def template_context(series: Series, base: BaseTree,
+                     facts: Mapping[str, bool]) -> dict[str, object]:
     return {
         **series.params,
         "probes": {k.replace("-", "_"): v for k, v in facts.items()},
@@ -42,7 +47,8 @@ def template_context(series: Series, base: BaseTree, facts: dict) -> dict:
     }
 
 
-def _commit_message(series: Series, patch, appendix: str = "") -> str:
+def _commit_message(series: Series, patch: Patch,
+                    appendix: str = "") -> str:
     trailers = "\n".join(f"Signed-off-by: {s}" for s in series.signoffs)
     body = patch.message + (f"\n\n{appendix.strip(chr(10))}"
                             if appendix.strip() else "")
@@ -61,7 +67,8 @@ def _fill_cover_letter(path: Path, series: Series) -> None:
     path.write_text(text, encoding="utf-8")
 
 
-def validate(series: Series, files: list, applied: list) -> None:
+def validate(series: Series, files: list[Path],
+             applied: list[tuple[Patch, set[str]]]) -> None:
     """Parse the series back: each patch non-empty, touching only its files."""
     for path, (patch, changed) in zip(files, applied, strict=True):
         touched = patchfiles.changed_files(path)
@@ -85,9 +92,11 @@ def write_if_changed(path: Path, data: bytes) -> None:
     tmp.replace(path)
 
 
-def copy_source(series: Series, env, change, context: dict) -> Path:
+def copy_source(series: Series, env: jinja2.Environment, change: Change,
+                context: Mapping[str, object]) -> Path:
     """The data file a copy-file change writes (e.g. an expected ACPI
     table), under the templates directory."""
+    assert change.source is not None    # a copy-file change has one
     name = render_string(env, change.source, context, change.info)
     path = confined(series.templates, name)
     if path is None:
@@ -97,8 +106,10 @@ def copy_source(series: Series, env, change, context: dict) -> Path:
 
 
 def generate(series: Series, base: BaseTree, out: Path,
-             progress=lambda msg: None, missing_data_ok: bool = False,
-             finish=None) -> list:
+             progress: Callable[[str], None] = lambda msg: None,
+             missing_data_ok: bool = False,
+             finish: Callable[[dict[str, bytes]], dict[str, bytes]]
+             | None = None) -> list[Path]:
     """Write the series for `base` into `out` (replaced whole, see
     outdir.py); return its files.
 
@@ -127,8 +138,10 @@ def generate(series: Series, base: BaseTree, out: Path,
                         f"{what}; --out {out} is unchanged")
 
 
-def _render_series(series: Series, base: BaseTree, tmp: Path, env, progress,
-                   missing_data_ok: bool) -> tuple:
+def _render_series(series: Series, base: BaseTree, tmp: Path,
+                   env: jinja2.Environment, progress: Callable[[str], None],
+                   missing_data_ok: bool
+                   ) -> tuple[dict[str, bytes], provenance.Tracker]:
     """The series' files {name: bytes}, made in the scratch dir `tmp`, and
     the provenance.Tracker that followed its lines."""
     progress(f"reading the QEMU {base.version} base")
@@ -152,16 +165,17 @@ def _render_series(series: Series, base: BaseTree, tmp: Path, env, progress,
     facts = evaluate_probes(series, root, base.version)
     context = template_context(series, base, facts)
     tracker = provenance.Tracker(series, env, context)
-    applied, commits = [], []
+    applied: list[tuple[Patch, set[str]]] = []
+    commits: list[tuple[str, dict[str, tuple[int, bytes]]]] = []
     patches = [p for p in series.patches
                if p.when is None or p.when.holds(facts)]
     for n, patch in enumerate(patches, 1):
         progress(f"[{n}/{len(patches)}] {patch.subject}")
-        changed = set()
+        changed: set[str] = set()
         for change in patch.changes:
             if change.when and not change.when.holds(facts):
                 continue
-            text = None
+            text: str | bytes | None = None
             if change.template:
                 text = render(env, series.templates, change.template,
                               {**context, **change.params}, change.info)
@@ -180,11 +194,11 @@ def _render_series(series: Series, base: BaseTree, tmp: Path, env, progress,
             tracker.edited(change, before,
                            provenance.file_lines(root / change.file), text)
             changed.add(change.file)
-        edited = {}
+        edited: dict[str, tuple[int, bytes]] = {}
         for path in sorted(changed):
             data = (root / path).read_bytes()
-            mode, before = files.get(path, (0o100644, None))
-            if data != before:
+            mode, old = files.get(path, (0o100644, None))
+            if data != old:
                 edited[path] = files[path] = (mode, data)
         if not edited:
             raise SpecError("the patch changes nothing on "

@@ -6,16 +6,20 @@ and `.key_info[key]` (where each key is), so later stages can say
 """
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import yaml
 
 from generator.errors import SpecError
 from generator.source import SourceInfo, confined, display_path
 
+# What YAML holds: a scalar, a list or a Node, checked where it is read
+Data: TypeAlias = Any
 
-class Node(dict):
+
+class Node(dict[Data, Data]):
     info: SourceInfo
-    key_info: dict
+    key_info: dict[Data, SourceInfo]
 
 
 class _Loader(yaml.SafeLoader):
@@ -24,11 +28,18 @@ class _Loader(yaml.SafeLoader):
 
 # libyaml's parser, when PyYAML has it, is ten times faster; a file it
 # refuses is read again by the Python one, whose messages are clearer
-class _FastLoader(getattr(yaml, "CSafeLoader", _Loader)):
-    pass
+if TYPE_CHECKING:
+    _FastBase = yaml.CSafeLoader
+else:
+    _FastBase = getattr(yaml, "CSafeLoader", _Loader)
 
 
-def _construct_mapping(loader, node, deep=False):
+class _FastLoader(_FastBase):
+    name: str       # set as the Python loader's reader has it
+
+
+def _construct_mapping(loader: _Loader | _FastLoader,
+                       node: yaml.MappingNode, deep: bool = False) -> Node:
     loader.flatten_mapping(node)
     mapping = Node()
     mapping.info = SourceInfo(loader.name, node.start_mark.line + 1)
@@ -50,11 +61,12 @@ for _cls in (_Loader, _FastLoader):
     _cls.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
                          _construct_mapping)
     # Keep dates and times as the strings the user wrote.
-    _cls.add_constructor("tag:yaml.org,2002:timestamp",
-                         yaml.SafeLoader.construct_yaml_str)
+    # (the stubs want a loader's method; SafeConstructor defines this one)
+    _cls.add_constructor(  # type: ignore[type-var]
+        "tag:yaml.org,2002:timestamp", yaml.SafeLoader.construct_yaml_str)
 
 
-def _parse(cls, text: str, name: str):
+def _parse(cls: type[_Loader | _FastLoader], text: str, name: str) -> Data:
     loader = cls(text)
     loader.name = name
     try:
@@ -79,14 +91,14 @@ def decode_text(data: bytes, name: str) -> str:
     return text
 
 
-def load_yaml(path: Path, display: str | None = None):
+def load_yaml(path: Path, display: str | None = None) -> Node:
     """Parse one YAML file; `display` is the name used in messages."""
     name = display or str(path)
     try:
-        data = path.read_bytes()
+        raw = path.read_bytes()
     except OSError as e:
         raise SpecError(f"cannot read spec: {e.strerror}", SourceInfo(name))
-    text = decode_text(data, name)
+    text = decode_text(raw, name)
     try:
         data = _parse(_FastLoader, text, name)
     except (yaml.YAMLError, RecursionError):
@@ -122,7 +134,7 @@ def load_yaml(path: Path, display: str | None = None):
     return data
 
 
-def load_spec(path: Path) -> list:
+def load_spec(path: Path) -> list[Node]:
     """A spec: its file and the files its `include:` list names, in that
     order, each a Node.  An include is a path relative to the spec's
     directory and may not leave it (symbolic links included)."""

@@ -23,10 +23,12 @@ import difflib
 import hashlib
 import re
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from generator import outdir, rangediff
 from generator.errors import ToolError
+from generator.model import Series
 from generator.qemutree import BaseTree
 
 CHANGE_ID_RE = re.compile(r"^change-id: (\S+)$", re.M)
@@ -66,7 +68,8 @@ def version_of(cover: str) -> int:
     return int(found.group(1)) if found else 1
 
 
-def add_change_id(files: dict, change_id: str) -> dict:
+def add_change_id(files: dict[str, bytes],
+                  change_id: str) -> dict[str, bytes]:
     """The series with `change-id:` under the cover letter's
     `base-commit:`, where b4 writes it."""
     text = files[outdir.COVER_LETTER].decode("utf-8")
@@ -85,7 +88,8 @@ def archive_dir(out: Path, version: int) -> Path:
     return out.with_name(f"{out.name}.v{version}")
 
 
-def keep_previous(out: Path, version: int, progress) -> Path | None:
+def keep_previous(out: Path, version: int,
+                  progress: Callable[[str], None]) -> Path | None:
     """Copy the older version of the series in `out` to `out.vK/`; return
     the directory holding version `version - 1`, if there is one.
 
@@ -120,16 +124,16 @@ def keep_previous(out: Path, version: int, progress) -> Path | None:
 
 # ---- "Changes in vN" --------------------------------------------------------
 
-def _message(text: str) -> tuple:
+def _message(text: str) -> tuple[str, str]:
     """(subject without the [PATCH ...] numbering, body) of a patch mail."""
     head, _, rest = text.partition("\n\n")
-    subject = SUBJECT_RE.search(head)
-    subject = re.sub(r"^\[[^\]]*\] ", "", subject.group(1).replace("\n", "")
-                     if subject else "")
+    found = SUBJECT_RE.search(head)
+    subject = re.sub(r"^\[[^\]]*\] ", "", found.group(1).replace("\n", "")
+                     if found else "")
     return subject, rest.split("\n---\n", 1)[0].strip("\n")
 
 
-def _changed_lines(patch: Path) -> dict:
+def _changed_lines(patch: Path) -> dict[str, list[str]]:
     """path -> the lines a patch removes and adds, in order, '-'/'+'
     prefixed: what a reviewer reads in the patch, without its context."""
     return {path: [f"-{line}" for line in removed] +
@@ -137,8 +141,11 @@ def _changed_lines(patch: Path) -> dict:
             for path, removed, added in rangediff.essence(patch)[1]}
 
 
-def describe_pair(pair, old_dir: Path, new_dir: Path) -> list:
+def describe_pair(pair: rangediff.Pair, old_dir: Path,
+                  new_dir: Path) -> list[str]:
     """What changed in one `changed` pair, in words."""
+    # a changed pair is in both versions
+    assert pair.old is not None and pair.new is not None
     old, new = Path(old_dir) / pair.old, Path(new_dir) / pair.new
     words = []
     old_subject, old_body = _message(old.read_text(encoding="utf-8"))
@@ -169,7 +176,7 @@ def _number(name: str | None) -> str:
     return name[:4] if name else "-"
 
 
-def _match_by_subject(pairs: list) -> list:
+def _match_by_subject(pairs: list[rangediff.Pair]) -> list[rangediff.Pair]:
     """A patch range-diff found too different to pair shows up dropped and
     added: with the same subject on both sides it is the same patch, changed."""
     dropped = {p.subject: p for p in pairs if p.verdict == "dropped"}
@@ -181,13 +188,13 @@ def _match_by_subject(pairs: list) -> list:
                   for s in sorted(twins)]
 
 
-def format_changes(pairs: list, old_dir: Path, new_dir: Path,
+def format_changes(pairs: list[rangediff.Pair], old_dir: Path, new_dir: Path,
                    version: int) -> str:
     """The "Changes in vN:" section: one line per patch that is new,
     changed or dropped, in the new series' order; the unchanged grouped."""
     lines = [f"Changes in v{version}:"]
-    unchanged = []
-    changed = []
+    unchanged: list[str] = []
+    changed: list[rangediff.Pair] = []
     for p in sorted(_match_by_subject(pairs),
                     key=lambda p: (p.new or "9999", p.old or "")):
         if p.new:       # range-diff names a pair by its old subject
@@ -223,7 +230,8 @@ def format_changes(pairs: list, old_dir: Path, new_dir: Path,
     return "\n".join(lines) + "\n"
 
 
-def insert_into_cover(files: dict, section: str) -> dict:
+def insert_into_cover(files: dict[str, bytes],
+                      section: str) -> dict[str, bytes]:
     """`section` after the cover letter's blurb, before the shortlog."""
     text = files[outdir.COVER_LETTER].decode("utf-8")
     shortlogs = list(SHORTLOG_RE.finditer(text))
@@ -234,9 +242,10 @@ def insert_into_cover(files: dict, section: str) -> dict:
     return {**files, outdir.COVER_LETTER: text.encode("utf-8")}
 
 
-def changes_section(files: dict, previous_dir: Path, old_base: BaseTree,
-                    new_base: BaseTree, version: int,
-                    progress=lambda msg: None) -> str:
+def changes_section(files: dict[str, bytes], previous_dir: Path,
+                    old_base: BaseTree, new_base: BaseTree, version: int,
+                    progress: Callable[[str], None] = lambda msg: None
+                    ) -> str:
     """"Changes in vN" of the series `files` against the series in
     `previous_dir` (made on `old_base`)."""
     with tempfile.TemporaryDirectory(prefix="gen-series-v") as tmp:
@@ -248,9 +257,10 @@ def changes_section(files: dict, previous_dir: Path, old_base: BaseTree,
         return format_changes(pairs, Path(previous_dir), new_dir, version)
 
 
-def add_changes_section(files: dict, previous_dir: Path, old_base: BaseTree,
-                        new_base: BaseTree, version: int,
-                        progress=lambda msg: None) -> dict:
+def add_changes_section(files: dict[str, bytes], previous_dir: Path,
+                        old_base: BaseTree, new_base: BaseTree, version: int,
+                        progress: Callable[[str], None] = lambda msg: None
+                        ) -> dict[str, bytes]:
     return insert_into_cover(files, changes_section(
         files, previous_dir, old_base, new_base, version, progress))
 
@@ -266,7 +276,7 @@ def check_previous(previous: Path, version: int) -> None:
                         "version with -v")
 
 
-def series_change_id(series, previous: Path | None) -> str:
+def series_change_id(series: Series, previous: Path | None) -> str:
     """The previous version's change-id, so that it stays what was sent;
     else the one the spec makes."""
     cover = cover_text(previous) if previous is not None else None
