@@ -121,6 +121,19 @@ def test_a_symlinked_tree_path_is_refused(tmp_path, target):
               "symbolic link")
 
 
+def test_a_tree_file_that_is_a_symlink_is_refused(tmp_path):
+    def link_qdev(root):
+        (root / "qdev-real.c").write_bytes(
+            (root / "hw/core/qdev.c").read_bytes())
+        (root / "hw/core/qdev.c").unlink()
+        (root / "hw/core/qdev.c").symlink_to("../../qdev-real.c")
+    qemu = tree_with(tmp_path, link_qdev)
+    status, stderr = generate(MINI_SPEC, qemu, tmp_path / "out")
+    assert status == 2
+    one_error(stderr, "hw/core/qdev.c (QEMU 9.2.0): reached through a "
+              "symbolic link")
+
+
 def test_a_symlinked_created_file_is_refused(tmp_path):
     qemu = tree_with(tmp_path, lambda root: (root / "docs").symlink_to(
         tmp_path / "outside"))
