@@ -33,10 +33,13 @@ def parse(text: str, path: str | None = None) -> tree_sitter.Tree:
     """The syntax tree of `text`, the contents of `path` if given (shared:
     do not edit it)."""
     tree = _TREES.get(text)
+    data = text.encode()
     if tree is not None:
         _TREES.move_to_end(text)
+        if path:
+            # the next edit of `path` re-parses from this tree
+            _LAST[path] = (data, tree)
         return tree
-    data = text.encode()
     last = _LAST.get(path) if path else None
     if last is not None:
         old = last[1].copy()
