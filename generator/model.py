@@ -19,7 +19,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypedDict, cast
+from typing import Any, TypedDict
 
 import jinja2
 
@@ -489,8 +489,10 @@ def _check_invariant(node: Data, params: Mapping[str, Data],
             raise SpecError(f"'{key}' must be a string or a list of strings",
                             where)
         values[key] = value
-    # TODO: a list given as 'file' passes here and fails the checker
-    file = cast(str | None, values.get("file"))
+    file = values.get("file")
+    if isinstance(file, list):
+        raise SpecError("'file' must be a string (one file)",
+                        _at(node, "file"))
     return Invariant(ident, kind, file, values, node.info)
 
 

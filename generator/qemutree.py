@@ -83,9 +83,9 @@ def _unpack_tarball(tarball: Path, dest: Path) -> None:
 
 # The cache: trees/<key> appears by one rename once the import is complete,
 # so a tree that is there is whole.  The first import of a key holds
-# trees/.lock-<key>; it works in trees/.unpack-<key>-XXXXXXXX, which a
-# killed run leaves behind and the next import sweeps (any whose lock
-# nobody holds).
+# trees/.lock-<key>; it works in a fresh trees/.unpack-<key>-<random>
+# directory (tempfile.mkdtemp), which a killed run leaves behind and the
+# next import sweeps (any whose lock nobody holds).
 UNPACK_PREFIX = ".unpack-"
 BASE_TAG = "gen-series-base"
 
