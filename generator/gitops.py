@@ -473,18 +473,14 @@ def export_files(repo_path: Path, commit: str, paths: Iterable[str],
     object store: the repository may have no work tree); return those the
     commit does not have."""
     try:
-        tree = open_repo(repo_path).commit(commit).tree
-    except (ValueError, git.BadName, git.InvalidGitRepositoryError,
-            git.NoSuchPathError, git.GitCommandError) as e:
+        repo = open_repo(repo_path)
+    except (git.InvalidGitRepositoryError, git.NoSuchPathError) as e:
         raise ToolError(f"git cannot read {commit[:12]} in {repo_path}: {e}")
-    missing = []
+    paths = list(paths)
+    found = read_files(repo, commit, paths)
     for path in paths:
-        try:
-            data = (tree / path).data_stream.read()
-        except KeyError:
-            missing.append(path)
-            continue
-        target = Path(dest) / path
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(data)
-    return missing
+        if path in found:
+            target = Path(dest) / path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(found[path][1])
+    return [path for path in paths if path not in found]
