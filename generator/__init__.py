@@ -1,19 +1,23 @@
 """gen-series: render a declarative spec into a QEMU patch series.
 
-The pipeline, one module per stage:
+The pipeline as folders; each imports only the base and the folders
+above it in this list (tests/test_structure.py keeps it so):
 
-    specload  YAML text -> plain data carrying SourceInfo
-    model     data -> checked Series/Patch/Change objects
-    qemutree  --qemu PATH (git tree, tarball, .dsc) -> a cached base repo
-    csyntax   C syntax trees (tree-sitter), shared and incremental
-    anchors   find functions, structs, statements, QAPI definitions in C/QAPI
-    render    Jinja2 templates -> text
-    edits     rendered text placed at resolved anchors
-    series    the edited files per patch -> commits -> git format-patch
-    gitops    every git call: scratch repos, fast-import, format-patch, am
-    outdir    --out replaced whole (staging, journal, manifest)
-    patchfiles  a written series read back, each patch parsed once
-    build     git am onto a clean base -> configure -> ninja
-    check     the steps of `gen-series check`, run from a registry
-    drift, rangediff  a spec on a new release; two series compared
+    (base)    errors, source (SourceInfo), paths (project, ../shared,
+              cache), gitops (every git call), qemutree (--qemu PATH ->
+              a cached base repo), csyntax (C syntax trees), guest (the
+              files of ../shared/guest)
+    spec/     YAML -> the checked model; Jinja2 templates; the
+              reference model
+    output/   a written series: --out replaced whole, read back, its
+              versions, recipients, two series compared
+    generate/ the spec applied to a base: anchors, edits, the series,
+              each line's provenance
+    build/    git am, configure, ninja; QEMU's qtests; the expected ACPI
+              tables
+    kvm/      the series under real KVM on an emulated Arm host
+    check/    `gen-series check`: is the series ready to send?
+    review/   `gen-series drift` and `explain`: a spec on a new release,
+              a line back to the spec
+    cli       argparse; the only place that prints errors and exits
 """

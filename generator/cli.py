@@ -17,19 +17,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from generator.errors import GenError, ToolError
+from generator.paths import PROJECT, SHARED
 
 if TYPE_CHECKING:   # imported where used: `--help` stays quick
     from generator.check.steps import StepResult
-    from generator.model import Series
     from generator.qemutree import BaseTree
+    from generator.spec.model import Series
 
 # what --to-maintainers and the versions add to a rendered series
 Finish = Callable[[dict[str, bytes]], dict[str, bytes]]
 
-PROJECT = Path(__file__).resolve().parent.parent
 DEFAULT_SPEC = PROJECT / "specs" / "series.yaml"
 # the release the committed series is pinned to (README)
-PINNED_QEMU = PROJECT.parent / "shared" / "qemu-src" / "qemu_10.2.2+ds-1.dsc"
+PINNED_QEMU = SHARED / "qemu-src" / "qemu_10.2.2+ds-1.dsc"
 PINNED_SERIES = PROJECT / "patches" / "10.2.2"
 
 
@@ -63,7 +63,7 @@ def load_signed_series(args: argparse.Namespace) -> "Series":
     """The spec, authored and signed off by the user: --author, else git's
     user.name and user.email; never a made-up identity."""
     from generator.gitops import user_identity
-    from generator.model import check_identity, load_series, with_identity
+    from generator.spec.model import check_identity, load_series, with_identity
 
     series = load_series(args.spec, args.templates)
     identity: str | None
@@ -80,8 +80,8 @@ def load_signed_series(args: argparse.Namespace) -> "Series":
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from generator import outdir
-    from generator.series import generate
+    from generator.generate.series import generate
+    from generator.output import outdir
 
     out = outdir.check_usable(args.out)
     outdir.recover(out)
@@ -103,7 +103,7 @@ def finish_series(args: argparse.Namespace, series: "Series",
     """What -v, --previous, --keep-version and --to-maintainers add to the
     rendered series; None without them: the series as format-patch wrote
     it."""
-    from generator import recipients, versions
+    from generator.output import recipients, versions
     from generator.qemutree import resolve_base
 
     versioned = bool(args.version or args.previous or args.keep_version)
@@ -137,18 +137,18 @@ def finish_series(args: argparse.Namespace, series: "Series",
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from generator.build import build
+    from generator.build.build import build
 
     base = resolve_qemu(args)
     if args.cross:
-        from generator.build import cross_build
+        from generator.build.build import cross_build
         objects = cross_build(base, args.series, args.build_dir, progress)
         for c_file, objs in objects.items():
             print(f"{c_file}: " + (" ".join(objs) if objs else
                                    "not built for an aarch64 KVM host"))
         return 0
     if args.kvm_host:
-        from generator.build import kvm_host_build
+        from generator.build.build import kvm_host_build
         print(kvm_host_build(base, args.series, args.build_dir, progress))
         return 0
     binary = build(base, args.series, args.build_dir, progress,
@@ -158,9 +158,9 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_tables(args: argparse.Namespace) -> int:
-    from generator.kvm.nested import default_guest_dir
-    from generator.qemutree import cache_dir
-    from generator.tables import rebuild
+    from generator.build.tables import rebuild
+    from generator.guest import default_dir as default_guest_dir
+    from generator.paths import cache_dir
 
     series = load_signed_series(args)
     base = resolve_qemu(args)
@@ -178,9 +178,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     import tempfile
 
     from generator.check import STEPS, pipeline
-    from generator.model import load_series
-    from generator.qemutree import cache_dir
-    from generator.series import generate
+    from generator.generate.series import generate
+    from generator.paths import cache_dir
+    from generator.spec.model import load_series
 
     # an existing series is checked as it is; only rendering needs an author
     series = load_series(args.spec, args.templates) if args.series \
@@ -204,9 +204,9 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_drift(args: argparse.Namespace) -> int:
-    from generator.drift import compare, format_report, to_json
-    from generator.model import load_series
     from generator.qemutree import resolve_base
+    from generator.review.drift import compare, format_report, to_json
+    from generator.spec.model import load_series
 
     series = load_series(args.spec, args.templates)
     old = resolve_base(existing(args.from_qemu, "--from"), progress)
@@ -219,8 +219,8 @@ def cmd_drift(args: argparse.Namespace) -> int:
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
+    from generator.output.rangediff import compare, format_pairs, to_json
     from generator.qemutree import resolve_base
-    from generator.rangediff import compare, format_pairs, to_json
 
     old = resolve_base(existing(args.qemu, "--qemu"), progress)
     new = resolve_base(existing(args.new_qemu, "--new-qemu"), progress) \
@@ -243,7 +243,7 @@ def positive(text: str) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from generator.explain import explain
+    from generator.review.explain import explain
 
     for line in explain(args.series, args.what, args.spec_item):
         print(line)

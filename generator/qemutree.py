@@ -9,7 +9,6 @@ found damaged is unpacked again.
 
 import fcntl
 import hashlib
-import os
 import shutil
 import subprocess
 import tarfile
@@ -21,6 +20,7 @@ from pathlib import Path
 
 from generator import gitops
 from generator.errors import ToolError
+from generator.paths import cache_dir
 
 TARBALL_SUFFIXES = (".tar.xz", ".tar.gz", ".tar.bz2", ".tgz", ".tar")
 
@@ -43,12 +43,6 @@ class BaseTree:
         if self.cached:
             return ToolError(f"cache damaged: remove {self.repo} ({why})")
         return ToolError(f"--qemu {self.origin}: {why}")
-
-
-def cache_dir() -> Path:
-    root = os.environ.get("GEN_SERIES_CACHE") or \
-        Path.home() / ".cache" / "gen-series"
-    return Path(root)
 
 
 def _digest(path: Path) -> str:

@@ -94,7 +94,7 @@ def built(request):
 def unpatched(release: str) -> Path:
     """qemu-system-aarch64 of the unpatched release, built once into
     <build root>/unpatched-<release> (for comparisons with the series)."""
-    from generator import build
+    from generator.build import build
     from generator.qemutree import resolve_base
     base = resolve_base(release_dsc(release), lambda msg: None)
     return build.build(base, None, BUILD_ROOT / f"unpatched-{release}",

@@ -3,7 +3,7 @@
 The kernel and firmware are decompressed once into
 ~/.cache/gen-series/guest; the initramfs is busybox and an /init that
 prints the guest's view of its CPUs, then powers off
-(generator/initramfs.py writes it).
+(generator/kvm/initramfs.py writes it).
 """
 
 import re
@@ -13,10 +13,12 @@ from pathlib import Path
 
 from conftest import SHARED
 
-from generator import initramfs
+from generator import guest as guest_files
+from generator.kvm import initramfs
+from generator.paths import cache_dir
 
 GUEST = SHARED / "guest"
-CACHE = initramfs.cache_dir() / "guest"
+CACHE = cache_dir() / "guest"
 
 INIT = """#!/bin/busybox sh
 /bin/busybox mkdir -p /proc /sys
@@ -43,7 +45,7 @@ def make_initramfs(busybox: Path) -> bytes:
 
 def prepare() -> dict:
     """Paths of the kernel, firmware and initramfs (made once)."""
-    files = {key: initramfs.unpacked(next(GUEST.glob(pattern)))
+    files = {key: guest_files.unpacked(next(GUEST.glob(pattern)))
              for key, pattern in (("kernel", "Image-*.xz"),
                                   ("bios", "QEMU_EFI-*.xz"))}
     initrd = CACHE / "initrd.cpio.gz"

@@ -4,8 +4,8 @@ import re
 
 import pytest
 
-from generator.anchors import NotFound, resolve
-from generator.model import Anchor
+from generator.generate.anchors import NotFound, resolve
+from generator.spec.model import Anchor
 
 C_SRC = """\
 #include "x.h"

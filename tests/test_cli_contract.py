@@ -195,7 +195,7 @@ def test_the_first_and_last_years_git_keeps_are_written_exactly(
 def test_sigint_ends_with_one_line_and_130(minitree, tmp_path, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
-    monkeypatch.setattr("generator.series.generate", interrupted)
+    monkeypatch.setattr("generator.generate.series.generate", interrupted)
     status, stderr = generate(MINI_SPEC, minitree, tmp_path / "out")
     assert (status, stderr) == (130, "gen-series: interrupted\n")
 
@@ -204,7 +204,7 @@ def test_the_last_resort_turns_a_bug_into_one_line(minitree, tmp_path,
                                                    monkeypatch):
     def buggy(*args, **kwargs):
         return {}["no such key"]
-    monkeypatch.setattr("generator.series.generate", buggy)
+    monkeypatch.setattr("generator.generate.series.generate", buggy)
     status, stderr = generate(MINI_SPEC, minitree, tmp_path / "out")
     assert status == 2
     assert stderr == ("gen-series: error: unexpected KeyError: 'no such key' "
@@ -223,7 +223,7 @@ def test_an_os_error_is_one_line_naming_the_file(minitree, tmp_path,
                                                  monkeypatch):
     def full(*args, **kwargs):
         raise OSError(28, "No space left on device", str(tmp_path / "x"))
-    monkeypatch.setattr("generator.series.generate", full)
+    monkeypatch.setattr("generator.generate.series.generate", full)
     status, stderr = generate(MINI_SPEC, minitree, tmp_path / "out")
     assert (status, stderr) == (2, f"gen-series: error: {tmp_path / 'x'}: "
                                 "No space left on device\n")

@@ -23,8 +23,8 @@ from hypothesis.stateful import (
 )
 from qemu_session import Qemu, QmpError
 
-from generator.refmodel import Model, load_model
-from generator.specload import load_yaml
+from generator.spec.load import load_yaml
+from generator.spec.refmodel import Model, load_model
 
 CPUS, DISABLED = 2, 2
 STEPS = int(os.environ.get("GEN_SERIES_MODEL_STEPS", "200"))

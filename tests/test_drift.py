@@ -11,9 +11,10 @@ import tarfile
 import pytest
 from conftest import PROJECT, RELEASES, make_git_tree, release_dsc, run_gen_series
 
-from generator import anchors, drift
-from generator.model import load_series
+from generator.generate import anchors
 from generator.qemutree import resolve_base
+from generator.review import drift
+from generator.spec.model import load_series
 
 DRIFT_SPEC = PROJECT / "tests" / "fixtures" / "drift-mini-spec.yaml"
 MINI_TEMPLATES = PROJECT / "tests" / "spec-errors" / "templates"

@@ -13,8 +13,9 @@ import pytest
 import unidiff
 from conftest import PROJECT, RELEASES, run_gen_series
 
-from generator import explain, provenance
 from generator.errors import GenError
+from generator.generate import provenance
+from generator.review import explain
 
 TRACE = PROJECT / "tests" / "fixtures" / "trace"
 

@@ -24,7 +24,7 @@ from test_generate import (
     renamed_spec,
 )
 
-from generator.outdir import JOURNAL, MANIFEST, STAGING_PREFIX
+from generator.output.outdir import JOURNAL, MANIFEST, STAGING_PREFIX
 
 # Runs `python -m generator ARGS` with faults from the environment:
 # FAULT_KILL_AT=N   SIGKILL at the Nth rename/replace/unlink/rmdir/rmtree

@@ -1,5 +1,5 @@
 """The reference model of vCPU administrative power states (specs/model.yaml
-interpreted by generator/refmodel.py): exhaustive exploration of small
+interpreted by generator/spec/refmodel.py): exhaustive exploration of small
 machines, and proof that it catches seeded semantic bugs."""
 
 import copy
@@ -8,8 +8,8 @@ import pytest
 from conftest import PROJECT
 
 from generator.errors import SpecError
-from generator.refmodel import Model, load_model
-from generator.specload import load_yaml
+from generator.spec.load import load_yaml
+from generator.spec.refmodel import Model, load_model
 
 SPEC = PROJECT / "specs" / "series.yaml"
 

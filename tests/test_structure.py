@@ -67,7 +67,7 @@ def test_imports_have_no_cycle():
 def test_the_cycle_finder_finds_one(monkeypatch):
     real = imports_of
     monkeypatch.setitem(globals(), "imports_of", lambda name: real(name) | (
-        {"generator.model"} if name == "generator.csyntax" else set()))
+        {"generator.generate.anchors"} if name == "generator.csyntax" else set()))
     try:
         test_imports_have_no_cycle()
     except AssertionError as e:
@@ -85,6 +85,48 @@ def test_every_module_imports_alone():
         proc = subprocess.run([sys.executable, "-c", code, name],
                               cwd=PROJECT, capture_output=True, text=True)
         assert proc.returncode == 0, f"{name}: {proc.stderr}"
+
+
+# the pipeline's folders, in order: each may import the base modules
+# (generator/*.py but cli) and the folders before it, never a later one
+STAGES = ("spec", "output", "generate", "build", "kvm", "check", "review")
+TOP = ("generator.cli", "generator.__main__", "generator.commands")
+
+
+def stage_of(name: str) -> int:
+    """0 for the base, 1.. for the folders in pipeline order, last the
+    command line."""
+    if any(name == top or name.startswith(top + ".") for top in TOP):
+        return len(STAGES) + 1
+    parts = name.split(".")
+    if len(parts) > 1 and parts[1] in STAGES:
+        return STAGES.index(parts[1]) + 1
+    return 0
+
+
+def upward_imports() -> list:
+    return [f"{name} ({stage_of(name)}) imports {dep} ({stage_of(dep)})"
+            for name in MODULES for dep in sorted(imports_of(name))
+            if stage_of(dep) > stage_of(name)]
+
+
+def test_every_folder_is_a_stage():
+    folders = {p.name for p in PACKAGE.iterdir()
+               if (p / "__init__.py").is_file()}
+    assert folders == set(STAGES) | ({"commands"} & folders)
+
+
+def test_no_module_imports_a_later_stage():
+    assert not upward_imports(), "\n".join(upward_imports())
+
+
+def test_the_direction_test_finds_an_upward_import(monkeypatch):
+    real = imports_of
+    monkeypatch.setitem(globals(), "imports_of", lambda name: real(name) | (
+        {"generator.review.drift"} if name == "generator.spec.model"
+        else set()))
+    assert upward_imports() == [
+        "generator.spec.model (1) imports generator.review.drift (7)"]
 
 
 def test_generate_does_not_need_pycparser(tmp_path):
@@ -139,13 +181,10 @@ def test_templates_avoid_the_double_brace_trap():
 
 def test_the_readme_pipeline_table_names_every_module():
     """The README's table of modules is the map a newcomer reads: it names
-    every module of generator/ (a package by its directory), and nothing
-    that is gone."""
+    every module of generator/ by its path, and nothing that is gone."""
     readme = (PROJECT / "README.md").read_text()
     table = readme.split("## The pipeline", 1)[1].split("\n## ", 1)[0]
-    named = set(re.findall(r"`(generator/[\w/]+(?:\.py)?)`", table))
-    modules = {f"generator/{p.name}" for p in (PROJECT / "generator").glob("*.py")
+    named = set(re.findall(r"`(generator/[\w/]+\.py)`", table))
+    modules = {str(p.relative_to(PROJECT)) for p in PACKAGE.rglob("*.py")
                if p.name not in ("__init__.py", "__main__.py")}
-    packages = {f"generator/{p.name}/" for p in (PROJECT / "generator").iterdir()
-                if (p / "__init__.py").is_file()}
-    assert modules | packages == named
+    assert modules == named

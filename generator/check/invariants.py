@@ -16,9 +16,10 @@ from pathlib import Path
 
 from pycparser import c_ast
 
-from generator import csyntax, gitops, patchfiles
+from generator import csyntax, gitops
 from generator.check import cparse
-from generator.model import Invariant
+from generator.output import patchfiles
+from generator.spec.model import Invariant
 
 
 @dataclass

@@ -10,8 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from generator import build as qbuild
-from generator import gitops, patchfiles
+from generator import gitops
+from generator.build import build as qbuild
 from generator.check import STEPS, cparse
 from generator.check.qtest import step_qtest
 from generator.check.steps import (
@@ -24,9 +24,10 @@ from generator.check.steps import (
     step_kvm,
 )
 from generator.errors import GenError
-from generator.kvm.nested import default_guest_dir
-from generator.model import Series
+from generator.guest import default_dir as default_guest_dir
+from generator.output import patchfiles
 from generator.qemutree import BaseTree
+from generator.spec.model import Series
 
 
 @dataclass(frozen=True)

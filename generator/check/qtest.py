@@ -17,9 +17,10 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from generator import build as qbuild
-from generator import patchfiles, qtests
+from generator.build import build as qbuild
+from generator.build import qtests
 from generator.check.steps import CheckRun, StepResult
+from generator.output import patchfiles
 from generator.qemutree import BaseTree
 
 # the qtests of the aarch64 target that exercise what the series changes

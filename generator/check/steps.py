@@ -7,11 +7,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NotRequired, TypedDict
 
-from generator import build as qbuild
-from generator import gitops, patchfiles
+from generator import gitops
+from generator.build import build as qbuild
 from generator.errors import CheckFailed
-from generator.model import Series
+from generator.output import patchfiles
 from generator.qemutree import BaseTree
+from generator.spec.model import Series
 
 
 @dataclass
@@ -277,6 +278,7 @@ def step_kvm(run: CheckRun) -> StepResult:
     """The series under real KVM: its KVM-only aarch64 build run on an
     emulated Arm host (TCG with EL2) by the native build of the same tree
     (generator/kvm)."""
+    from generator.guest import host_files
     from generator.kvm import nested, scenario
     result = StepResult("kvm")
     src, patches, builds = run.src, run.patches, run.builds
@@ -286,7 +288,7 @@ def step_kvm(run: CheckRun) -> StepResult:
         result.summary = ("not run: no aarch64 cross toolchain or arm64 "
                           "libraries (.ci/setup installs them)")
         return result
-    kernel, busybox = nested.guest_files(guest)
+    kernel, busybox = host_files(guest)
     try:
         inner = qbuild.build_kvm_host(src, build_root, patches, progress)
     except CheckFailed as e:

@@ -1,2 +1,7 @@
-"""Running the series under real KVM: an emulated Arm host (nested.py),
-its bare-metal guest (payload.S) and the scenario run on it (scenario.py)."""
+"""Running the series under real KVM: an emulated Arm host.
+
+Entry points: `nested.NestedHost` (the emulated host: its initramfs, the
+KVM-only build inside), `scenario.run` (the stages run on it);
+`qmp.Qmp` (a QMP client over a connected socket), `initramfs.cpio`
+(archives written in Python); the bare-metal guest is payload.S.
+"""

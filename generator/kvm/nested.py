@@ -14,7 +14,6 @@ One boot runs one inner QEMU; a boot takes about two seconds.
 """
 
 import io
-import os
 import re
 import shlex
 import socket
@@ -26,10 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, cast
 
-from generator import initramfs
 from generator.errors import ToolError
-from generator.initramfs import DIR, FILE
-from generator.qmp import Qmp, QmpClosed, QmpError
+from generator.kvm import initramfs
+from generator.kvm.initramfs import DIR, FILE
+from generator.kvm.qmp import Qmp, QmpClosed, QmpError
 
 HERE = Path(__file__).resolve().parent
 CROSS = "aarch64-linux-gnu-"
@@ -51,25 +50,8 @@ poweroff -f
 """
 
 
-def default_guest_dir() -> Path:
-    """$GEN_SERIES_GUEST, else ../shared/guest beside the project."""
-    return Path(os.environ.get("GEN_SERIES_GUEST",
-                               HERE.parents[2] / "shared" / "guest"))
-
-
-def guest_files(guest_dir: Path) -> tuple[Path, Path]:
-    """(kernel Image, static busybox) of the emulated host, from a folder
-    laid out as ../shared/guest (the kernel .xz is decompressed once)."""
-    kernels = sorted(guest_dir.glob("Image-*.xz"))
-    busyboxes = sorted(guest_dir.glob("busybox-*"))
-    if not kernels or not busyboxes:
-        raise ToolError(f"{guest_dir}: no Image-*.xz kernel or busybox-* "
-                        "for the emulated Arm host (--guest DIR)")
-    return initramfs.unpacked(kernels[-1]), busyboxes[-1]
-
-
 def library_dirs() -> list[Path]:
-    from generator.build import cross_sysroot
+    from generator.build.build import cross_sysroot
     return [Path("/lib/aarch64-linux-gnu"), Path("/usr/lib/aarch64-linux-gnu"),
             Path("/usr/aarch64-linux-gnu/lib"),
             cross_sysroot() / "usr/lib/aarch64-linux-gnu"]

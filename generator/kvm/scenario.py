@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from generator.kvm.nested import InnerRun, NestedHost, read_mailbox
-from generator.qmp import JsonObject, Qmp, QmpError
+from generator.kvm.qmp import JsonObject, Qmp, QmpError
 
 MAGIC = 0x314c504d564b5347          # payload.S slot 0: "GSKVMPL1"
 DENIED = -3                         # PSCI_RET_DENIED

@@ -29,10 +29,10 @@ from pathlib import Path
 import jinja2
 import unidiff
 
-from generator.model import Change, Patch, Series
-from generator.outdir import sha256
-from generator.render import render_string
+from generator.output.outdir import sha256
 from generator.source import SourceInfo
+from generator.spec.model import Change, Patch, Series
+from generator.spec.templates import render_string
 
 MAP_NAME = "series-map.json"
 MAP_FORMAT = 1

@@ -13,7 +13,7 @@ from pathlib import Path
 import unidiff
 
 from generator.errors import CheckFailed, ToolError
-from generator.outdir import COVER_LETTER, JOURNAL
+from generator.output.outdir import COVER_LETTER, JOURNAL
 
 SUBJECT_NUMBER = re.compile(r"^Subject: \[[^\]]*?\b(\d+)/(\d+)\]", re.M)
 

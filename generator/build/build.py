@@ -24,7 +24,7 @@ from pathlib import Path
 
 from generator import gitops
 from generator.errors import CheckFailed, ToolError
-from generator.patchfiles import series_files, touched_c_files
+from generator.output.patchfiles import series_files, touched_c_files
 from generator.qemutree import BaseTree
 
 CONFIGURE_ARGS = [
@@ -275,7 +275,7 @@ CROSS_PREFIX = "aarch64-linux-gnu-"
 def cross_sysroot() -> Path:
     """Where .ci/setup unpacks libfdt-dev:arm64 (Debian's is not
     multi-arch: installing it would remove the native one)."""
-    from generator.qemutree import cache_dir
+    from generator.paths import cache_dir
     return cache_dir() / "sysroot-arm64"
 
 

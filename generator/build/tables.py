@@ -19,18 +19,19 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Callable
 
-from generator import gitops, qtests
-from generator.build import build
+from generator import gitops
+from generator.build import qtests
+from generator.build.build import build
 from generator.errors import CheckFailed, ToolError
-from generator.model import Series
-from generator.qemutree import BaseTree
-from generator.render import make_env
-from generator.series import (
+from generator.generate.series import (
     copy_source,
     generate,
     template_context,
     write_if_changed,
 )
+from generator.qemutree import BaseTree
+from generator.spec.model import Series
+from generator.spec.templates import make_env
 
 TABLE_FILE = re.compile(r"^tests/data/acpi/(?P<arch>[^/]+)/(?P<machine>[^/]+)"
                         r"/(?P<table>[A-Z0-9]{4})\.(?P<variant>[\w-]+)$")

@@ -30,13 +30,14 @@ from typing import TypedDict
 import jinja2
 import tree_sitter
 
-from generator import anchors, csyntax, edits, gitops
+from generator import csyntax, gitops
 from generator.errors import GenError
-from generator.model import Change, Series
+from generator.generate import anchors, edits
+from generator.generate.series import copy_source, template_context
 from generator.qemutree import BaseTree
-from generator.render import make_env, render
-from generator.series import copy_source, template_context
 from generator.source import SourceInfo
+from generator.spec.model import Anchor, Change, Series
+from generator.spec.templates import make_env, render
 
 FAILING = ("missing", "ambiguous", "failed")
 CANDIDATES = 3          # nearest candidates listed per anchor
@@ -175,7 +176,7 @@ Walk = tuple[dict[str, bool], dict[str, Placement], list[str]]
 
 
 def locate(text: str, path: str,
-           anchor: anchors.Anchor) -> tuple[Placement, anchors.Region | None]:
+           anchor: Anchor) -> tuple[Placement, anchors.Region | None]:
     """(Placement, Region or None): where `anchor` is in `text`, or why it
     is not (missing or ambiguous).  One resolve when it is there: the
     diagnosis only runs on a failure."""
@@ -192,7 +193,7 @@ def locate(text: str, path: str,
                                region.start + CONTEXT + 1])), region
 
 
-def _diagnose(text: str, path: str, anchor: anchors.Anchor,
+def _diagnose(text: str, path: str, anchor: Anchor,
               reason: str) -> Placement:
     """Why `anchor` does not resolve: its scope or its match is missing or
     there more than once (the hits' lines), or something else."""
@@ -218,7 +219,7 @@ def _diagnose(text: str, path: str, anchor: anchors.Anchor,
     return Placement("failed", reason, scope_line=scope_line)
 
 
-def _scope_lines(text: str, path: str, anchor: anchors.Anchor) -> list[int]:
+def _scope_lines(text: str, path: str, anchor: Anchor) -> list[int]:
     """The line of every definition of the anchor's scope."""
     if anchor.scope_kind == "qapi":
         return [text.count("\n", 0, m.start()) + 1
@@ -311,8 +312,7 @@ def _place(series: Series, env: jinja2.Environment, context: dict[str, object],
         placement, region = locate(original, change.file, change.anchor)
         if region is None:
             return placement
-        handler = edits.ACTIONS[change.action].handler
-        assert handler is not None      # an anchored action has one
+        handler = edits.HANDLERS[change.action]
         assert not isinstance(text, bytes)  # copy-file's has no anchor
         lines = handler(
             original.splitlines(keepends=True), region,
@@ -408,7 +408,7 @@ def _stripped(text: str) -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
-def nearest(tree: BaseTree, path: str, anchor: anchors.Anchor, old: Placement,
+def nearest(tree: BaseTree, path: str, anchor: Anchor, old: Placement,
             new: Placement) -> list[Candidate]:
     """What the anchor most likely became in `tree`, closest first."""
     text = gitops.read_blob(tree.repo, tree.commit, path)
@@ -430,13 +430,13 @@ def nearest(tree: BaseTree, path: str, anchor: anchors.Anchor, old: Placement,
 
 def _region_text(text: str, path: str, kind: str,
                  name: str) -> tuple[int, str]:
-    region = anchors.resolve(text, path, anchors.Anchor(kind, name, None,
+    region = anchors.resolve(text, path, Anchor(kind, name, None,
                                                         SourceInfo(path)))
     lines = text.splitlines(keepends=True)
     return region.start + 1, "".join(lines[region.start:region.end])
 
 
-def _similar_scopes(text: str, path: str, anchor: anchors.Anchor,
+def _similar_scopes(text: str, path: str, anchor: Anchor,
                     old: Placement) -> list[Candidate]:
     """Definitions of the same kind, by name and (when the old release
     showed it) by body: a renamed function keeps most of its body."""
@@ -477,7 +477,7 @@ def _similar_scopes(text: str, path: str, anchor: anchors.Anchor,
     return out
 
 
-def _elsewhere(tree: BaseTree, anchor: anchors.Anchor,
+def _elsewhere(tree: BaseTree, anchor: Anchor,
                exclude: str | None = None) -> list[Candidate]:
     """The scope, same name, in another file (code moved between files)."""
     if anchor.scope_kind != "function" or anchor.scope_name is None:
@@ -501,7 +501,7 @@ def _enclosing(text: str, path: str, line: int) -> str:
 
 
 def _match_elsewhere(text: str, path: str,
-                     anchor: anchors.Anchor) -> list[Candidate]:
+                     anchor: Anchor) -> list[Candidate]:
     """The match outside its scope: a block moved to another function."""
     if anchor.match is None or not anchor.scope_kind:
         return []
@@ -524,7 +524,7 @@ def _needle(match: re.Pattern[str], old: Placement) -> list[str]:
     return _stripped(literal)
 
 
-def _similar_lines(text: str, path: str, anchor: anchors.Anchor,
+def _similar_lines(text: str, path: str, anchor: Anchor,
                    old: Placement) -> list[Candidate]:
     """Lines of the scope (or file) most like what the match matched: a
     changed signature, a renamed argument."""
@@ -551,7 +551,7 @@ def _similar_lines(text: str, path: str, anchor: anchors.Anchor,
             for score, line, snippet in scored[:CANDIDATES]]
 
 
-def _rank_hits(text: str, path: str, anchor: anchors.Anchor, old: Placement,
+def _rank_hits(text: str, path: str, anchor: Anchor, old: Placement,
                new: Placement) -> list[Candidate]:
     """Each hit of an ambiguous anchor, the one whose surroundings look
     most like the old release's first."""
@@ -571,7 +571,7 @@ def _rank_hits(text: str, path: str, anchor: anchors.Anchor, old: Placement,
     return out
 
 
-def _match_lines(text: str, path: str, anchor: anchors.Anchor) -> list[int]:
+def _match_lines(text: str, path: str, anchor: Anchor) -> list[int]:
     """The lines of every hit of the match inside its scope, on `text`."""
     found, _ = locate(text, path, anchor)
     return list(found.hits)

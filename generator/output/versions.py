@@ -26,10 +26,10 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from generator import outdir, rangediff
 from generator.errors import ToolError
-from generator.model import Series
+from generator.output import outdir, rangediff
 from generator.qemutree import BaseTree
+from generator.spec.model import Series
 
 CHANGE_ID_RE = re.compile(r"^change-id: (\S+)$", re.M)
 BASE_COMMIT_RE = re.compile(r"^base-commit: \S+\n", re.M)

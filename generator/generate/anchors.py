@@ -23,34 +23,15 @@ import tree_sitter
 
 from generator.csyntax import is_c, parse, scope_nodes, walk
 from generator.errors import AnchorError
-from generator.source import SourceInfo
+from generator.spec.model import Anchor
 
 # A `match` regex gets this long on one file: a catastrophic pattern such
 # as (a+)+$ would otherwise run for ever.  Python's re checks for signals
 # while it matches, so an alarm stops it.
 MATCH_SECONDS = 5.0
 
-# Where an anchor's scope may be: key in the spec -> what it names.
-SCOPE_KINDS = ("function", "struct", "enum", "declaration", "qapi")
-
 BODY_TYPES = ("compound_statement", "field_declaration_list",
               "enumerator_list", "initializer_list")
-
-
-@dataclass(frozen=True)
-class Anchor:
-    scope_kind: str | None      # one of SCOPE_KINDS, or None for the whole file
-    scope_name: str | None
-    match: re.Pattern[str] | None   # a unique match inside the scope
-    info: SourceInfo
-
-    def describe(self) -> str:
-        parts = []
-        if self.scope_kind:
-            parts.append(f"{self.scope_kind} '{self.scope_name}'")
-        if self.match is not None:
-            parts.append(f"match /{self.match.pattern}/")
-        return " ".join(parts)
 
 
 class _MatchTimeout(Exception):

@@ -13,12 +13,14 @@ from pathlib import Path
 
 import jinja2
 
-from generator import anchors, edits, gitops, outdir, patchfiles, provenance
+from generator import gitops
 from generator.errors import AnchorError, CheckFailed, SpecError, ToolError
-from generator.model import Change, Patch, Series
+from generator.generate import anchors, edits, provenance
+from generator.output import outdir, patchfiles
 from generator.qemutree import BaseTree
-from generator.render import make_env, render, render_string
 from generator.source import confined, display_path
+from generator.spec.model import Change, Patch, Series
+from generator.spec.templates import make_env, render, render_string
 
 
 def next_release(version: str) -> str:

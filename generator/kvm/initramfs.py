@@ -1,17 +1,12 @@
 """Linux initramfs archives ("newc" cpio, gzip) written in Python, so no
-cpio tool is needed, and the guest files of ../shared/guest decompressed
-once into the cache.
+cpio tool is needed.
 
 The kernel unpacks concatenated archives in order, so a large archive that
 rarely changes can be made once and a small per-run one appended to it.
 """
 
 import gzip
-import lzma
-import os
 from pathlib import Path
-
-from generator.errors import ToolError
 
 DIR, FILE, CHARDEV, SYMLINK = 0o040000, 0o100000, 0o020000, 0o120000
 
@@ -49,21 +44,3 @@ def busybox_entries(busybox: Path, init: str) -> list[Entry]:
             ("dev/console", CHARDEV | 0o600, b"", (5, 1)),
             ("bin/busybox", FILE | 0o755, busybox.read_bytes()),
             ("init", FILE | 0o755, init.encode())]
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("GEN_SERIES_CACHE",
-                               Path.home() / ".cache" / "gen-series"))
-
-
-def unpacked(src: Path) -> Path:
-    """`src` (.xz) decompressed once into the cache; the path of the copy."""
-    if not src.is_file():
-        raise ToolError(f"{src}: no such file")
-    dest = cache_dir() / "guest" / src.name.removesuffix(".xz")
-    if not dest.exists():
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(dest.name + f".tmp{os.getpid()}")
-        tmp.write_bytes(lzma.decompress(src.read_bytes()))
-        tmp.rename(dest)
-    return dest

@@ -21,8 +21,9 @@ from typing import Callable
 
 import unidiff
 
-from generator import gitops, outdir, patchfiles
+from generator import gitops
 from generator.errors import ToolError
+from generator.output import outdir, patchfiles
 from generator.qemutree import BaseTree
 
 SUMMARY_RE = re.compile(r"^\s*(\d+|-):\s+(\S+) ([=!<>]) +(\d+|-):\s+(\S+) (.*)$")

@@ -1,19 +1,18 @@
 """Place rendered text at a resolved anchor: one small handler per action.
 
-ACTIONS is the one table of actions: model.py checks a change against it
-(which keys the action needs), apply_change() runs its handler.
+The actions and what each needs are the model's (spec/model.py ACTIONS);
+HANDLERS holds the code of each anchored one, apply_change() runs it.
 """
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
-from generator import anchors
-from generator.anchors import Anchor, Region
 from generator.errors import AnchorError, GenError
+from generator.generate import anchors
+from generator.generate.anchors import Region
 from generator.source import SourceInfo
-from generator.specload import decode_text
+from generator.spec.load import decode_text
+from generator.spec.model import ACTIONS, Anchor, Change
 
 # (lines, region, new lines, anchor) -> lines
 Handler = Callable[[list[str], Region, list[str], Anchor], list[str]]
@@ -81,27 +80,19 @@ def _replace_match(lines: list[str], region: Region, new: list[str],
     return _lines(text[:start] + "".join(new).rstrip("\n") + text[end:])
 
 
-@dataclass(frozen=True)
-class Action:
-    handler: Handler | None     # None: the action writes the whole file
-    anchor: bool                # needs 'anchor'
-    template: bool              # needs 'template'
-    source: bool = False        # needs 'source' (copy-file's bytes)
-    match: bool = False         # its anchor needs a 'match'
-
-
-ACTIONS = {
-    "insert-before": Action(_insert_before, anchor=True, template=True),
-    "insert-after": Action(_insert_after, anchor=True, template=True),
-    "replace": Action(_replace, anchor=True, template=True),
-    "insert-at-start": Action(_insert_at_start, anchor=True, template=True),
-    "insert-at-end": Action(_insert_at_end, anchor=True, template=True),
-    "replace-match": Action(_replace_match, anchor=True, template=True,
-                            match=True),
-    "make-non-static": Action(_make_non_static, anchor=True, template=False),
-    "create-file": Action(None, anchor=False, template=True),
-    "copy-file": Action(None, anchor=False, template=False, source=True),
+# the anchored actions' handlers (model.ACTIONS says what each needs;
+# create-file and copy-file write the whole file)
+HANDLERS: dict[str, Handler] = {
+    "insert-before": _insert_before,
+    "insert-after": _insert_after,
+    "replace": _replace,
+    "insert-at-start": _insert_at_start,
+    "insert-at-end": _insert_at_end,
+    "replace-match": _replace_match,
+    "make-non-static": _make_non_static,
 }
+assert set(HANDLERS) == {name for name, needs in ACTIONS.items()
+                         if needs.anchor}
 
 
 def tree_file(root: Path, file: str, info: SourceInfo, where: str) -> Path:
@@ -128,23 +119,9 @@ def read_tree_file(root: Path, file: str, info: SourceInfo,
         raise AnchorError(str(e), info)
 
 
-class Change(Protocol):
-    """What apply_change() reads of a model.Change (model imports this
-    module: it cannot import model)."""
-
-    @property
-    def file(self) -> str: ...
-    @property
-    def action(self) -> str: ...
-    @property
-    def anchor(self) -> Anchor | None: ...
-    @property
-    def info(self) -> SourceInfo: ...
-
-
 def apply_change(root: Path, change: Change, rendered: str | bytes | None,
                  release: str) -> None:
-    """Apply one change (a model.Change) to the tree at `root`, in place
+    """Apply one change to the tree at `root`, in place
     (`rendered` is the source's bytes for copy-file)."""
     where = f"{change.file} (QEMU {release})"
     path = tree_file(root, change.file, change.info, where)
@@ -166,9 +143,7 @@ def apply_change(root: Path, change: Change, rendered: str | bytes | None,
     text = read_tree_file(root, change.file, change.info, release)
     try:
         region = anchors.resolve(text, change.file, change.anchor)
-        handler = ACTIONS[change.action].handler
-        assert handler is not None      # an anchored action has one
-        lines = handler(_lines(text), region, _lines(rendered or ""),
+        lines = HANDLERS[change.action](_lines(text), region, _lines(rendered or ""),
                         change.anchor)
     except anchors.NotFound as e:
         raise AnchorError(f"{where}: {e}", change.info)

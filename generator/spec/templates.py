@@ -13,7 +13,7 @@ import jinja2
 
 from generator.errors import SpecError
 from generator.source import SourceInfo, confined, display_path
-from generator.specload import decode_text
+from generator.spec.load import decode_text
 
 
 def c_string(text: str) -> str:
@@ -67,7 +67,7 @@ def _verbatim(templates: Path, missing_ok: bool) -> Callable[[str], str]:
 
 
 def _bytecode_cache() -> jinja2.BytecodeCache | None:
-    from generator.qemutree import cache_dir
+    from generator.paths import cache_dir
     directory = cache_dir() / "jinja"
     try:
         directory.mkdir(parents=True, exist_ok=True)

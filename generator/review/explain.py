@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Literal, NotRequired, TypedDict, overload
 
 from generator.errors import CheckFailed, ToolError
-from generator.outdir import COVER_LETTER, sha256
-from generator.provenance import MAP_FORMAT, MAP_NAME
+from generator.generate.provenance import MAP_FORMAT, MAP_NAME
+from generator.output.outdir import COVER_LETTER, sha256
 
 
 class PatchEntry(TypedDict):

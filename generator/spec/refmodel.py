@@ -16,7 +16,18 @@ from typing import Protocol, cast
 
 from generator.errors import SpecError
 from generator.source import SourceInfo
-from generator.specload import Data, Node
+from generator.spec.load import Data, Node, load_spec
+from generator.spec.shape import (
+    ID_RE,
+    check_keys,
+    check_name,
+    expression,
+    in_item,
+    items,
+    key_at,
+    mapping,
+    string,
+)
 
 SAFE_BUILTINS = {"all": all, "any": any, "len": len, "zip": zip,
                  "True": True, "False": False, "min": min, "max": max}
@@ -187,10 +198,59 @@ class Model:
 
 
 def load_model(spec_path: Path) -> Model:
-    """The model of a spec (its `model:` section, possibly included)."""
-    from generator.model import load_series
+    """The model of a spec: its `model:` section, possibly in an included
+    file, checked (load_series() checks the rest of the spec)."""
+    top, *included = load_spec(spec_path)
+    for node in [top] + included:
+        if "model" in node:
+            return Model(check_model_section(
+                in_item(node["model"], "model", key_at(node, "model"))))
+    raise SpecError("the spec has no 'model' section", top.info)
 
-    series = load_series(spec_path)
-    if series.model is None:
-        raise SpecError("the spec has no 'model' section", series.info)
-    return Model(series.model)
+
+def check_model_section(node: Node) -> Node:
+    """The shape of the `model:` section, which refmodel.py interprets:
+    `fields` (name -> values), `init` (field -> expression), `actions`
+    (name -> refuse/set/machine), `invariants` and `step-invariants`
+    (name -> expression).  The raw Node is kept for refmodel."""
+    check_keys(node, "'model'", ("fields", "init", "actions"),
+                ("invariants", "step-invariants"))
+    fields = mapping(node, "fields")
+    for name, values in fields.items():
+        if not isinstance(name, str) or not ID_RE.match(name):
+            raise SpecError(f"model field '{name}' must be lower-case "
+                            "letters, digits and '-'", key_at(fields, name))
+        if not isinstance(values, list) or not values:
+            raise SpecError(f"model field '{name}' must list its values",
+                            key_at(fields, name))
+    init = mapping(node, "init")
+    for name in init:
+        check_name(name, tuple(fields), "field", key_at(init, name))
+        expression(init, name)
+    for name in fields:
+        if name not in init:
+            raise SpecError(f"'init' does not give field '{name}'",
+                            key_at(node, "init"))
+    actions = mapping(node, "actions")
+    for name, body in actions.items():
+        item = f"model action '{name}'"
+        body = in_item(body, item, key_at(actions, name))
+        check_keys(body, item, ("set",), ("refuse", "machine"))
+        if not isinstance(body.get("machine", False), bool):
+            raise SpecError("'machine' must be true or false",
+                            key_at(body, "machine"))
+        effects = in_item(body["set"], item, key_at(body, "set"))
+        for field_name in effects:
+            check_name(field_name, tuple(fields), "field",
+                        key_at(effects, field_name))
+            expression(effects, field_name)
+        for refusal in items(body, "refuse"):
+            refusal = in_item(refusal, item, key_at(body, "refuse"))
+            check_keys(refusal, "a refusal", ("if", "error"))
+            expression(refusal, "if")
+            string(refusal, "error")
+    for key in ("invariants", "step-invariants"):
+        group = mapping(node, key)
+        for name in group:
+            expression(group, name)
+    return node

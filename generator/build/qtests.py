@@ -16,9 +16,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from generator import guest
 from generator.errors import ToolError
-from generator.initramfs import unpacked
-from generator.series import write_if_changed
+from generator.generate.series import write_if_changed
 
 FLASH_SIZE = 64 << 20
 
@@ -43,13 +43,9 @@ def test_binary(test: str) -> str:
 
 def provide_firmware(build_dir: Path, guest_dir: Path) -> None:
     """UEFI for bios-tables-test, and stand-ins for the missing ROMs."""
-    images = sorted(guest_dir.glob("QEMU_EFI-*.fd.xz"))
-    if not images:
-        raise ToolError(f"{guest_dir}: no QEMU_EFI-*.fd.xz UEFI image for "
-                        "bios-tables-test (--guest DIR)")
-    code = unpacked(images[-1]).read_bytes()
+    image, code = guest.uefi_image(guest_dir)
     if len(code) > FLASH_SIZE:
-        raise ToolError(f"{images[-1]}: larger than the 64 MiB flash")
+        raise ToolError(f"{image}: larger than the 64 MiB flash")
     pc_bios = build_dir / "pc-bios"
     pc_bios.mkdir(exist_ok=True)
     write_if_changed(pc_bios / "edk2-aarch64-code.fd",
