@@ -149,36 +149,53 @@ def _unparenthesized(
     return declarator
 
 
-def scope_nodes(root: tree_sitter.Node, kind: str,
-                name: str) -> Iterator[tree_sitter.Node]:
-    """The definitions of `name` below `root`: kind is function, struct,
-    enum or (file-scope) declaration.  Structs and enums declared inside a
-    function body are not found."""
+def definitions(root: tree_sitter.Node, kind: str
+                ) -> Iterator[tuple[set[str], tree_sitter.Node]]:
+    """(names, node) of every definition below `root` a `kind` scope can
+    name: kind is function, struct, enum or (file-scope) declaration.  A
+    struct has its tag and its typedef names; structs and enums declared
+    inside a function body are not found."""
     for n in walk(root, skip=_SKIP[kind]):
+        names: set[str | None] = set()
+        node = n
         if kind == "function" and n.type == "function_definition":
-            if declared_name(n.child_by_field_name("declarator")) == name:
-                yield n
+            names.add(declared_name(n.child_by_field_name("declarator")))
         elif kind in ("struct", "enum") and n.type == f"{kind}_specifier":
             if n.child_by_field_name("body") is None:
                 continue
             tag = n.child_by_field_name("name")
             parent = n.parent
             assert parent is not None   # a specifier is never the root
-            if tag is not None and node_text(tag) == name:
-                yield parent if parent.type in ("declaration",
-                                                "type_definition") else n
-            elif parent.type == "type_definition" and any(
-                    declared_name(d) == name
-                    for d in parent.children_by_field_name("declarator")):
-                yield parent
+            if tag is not None:
+                names.add(node_text(tag))
+            if parent.type == "type_definition":
+                names.update(declared_name(d) for d in
+                             parent.children_by_field_name("declarator"))
+            if parent.type in ("declaration", "type_definition"):
+                node = parent
         elif kind == "declaration" and n.type == "declaration" and \
                 n.parent is not None and \
                 n.parent.type in ("translation_unit", "preproc_if",
                                   "preproc_ifdef", "preproc_else",
                                   "linkage_specification"):
-            if any(declared_name(d) == name
-                   for d in n.children_by_field_name("declarator")):
-                yield n
+            names.update(declared_name(d)
+                         for d in n.children_by_field_name("declarator"))
+        names.discard(None)
+        if names:
+            yield {name for name in names if name is not None}, node
+
+
+def scope_nodes(root: tree_sitter.Node, kind: str,
+                name: str) -> Iterator[tree_sitter.Node]:
+    """The definitions of `name` below `root` (see definitions())."""
+    for names, node in definitions(root, kind):
+        if name in names:
+            yield node
+
+
+def scope_names(root: tree_sitter.Node, kind: str) -> set[str]:
+    """Every name a `kind` scope could be anchored on below `root`."""
+    return {name for names, _ in definitions(root, kind) for name in names}
 
 
 def function_definitions(

@@ -31,6 +31,8 @@ GIT_ENV = {
 BASE_IDENTITY = ("gen-series", "gen-series@localhost")
 BASE_DATE = "2000-01-01T00:00:00+00:00"
 SYMLINK_MODE = 0o120000     # a tree entry that is a symbolic link
+# a repository, as the other modules hold one (they never call it)
+Repo = git.Repo
 
 
 def _run(repo: git.Repo, command: str, *args: str,

@@ -189,7 +189,7 @@ def real():
     directions)."""
     series = load_series(PROJECT / "specs" / "series.yaml")
     bases = {r: resolve_base(release_dsc(r)) for r in RELEASES}
-    walks = {r: drift.walk(series, b) for r, b in bases.items()}
+    walks = {r: drift.walk_release(series, b) for r, b in bases.items()}
     return series, bases, walks
 
 

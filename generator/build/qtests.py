@@ -18,7 +18,7 @@ from pathlib import Path
 
 from generator import guest
 from generator.errors import ToolError
-from generator.generate.series import write_if_changed
+from generator.output.outdir import write_if_changed
 
 FLASH_SIZE = 64 << 20
 

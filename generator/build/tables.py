@@ -23,12 +23,9 @@ from generator import gitops
 from generator.build import qtests
 from generator.build.build import build
 from generator.errors import CheckFailed, ToolError
-from generator.generate.series import (
-    copy_source,
-    generate,
-    template_context,
-    write_if_changed,
-)
+from generator.generate.series import generate
+from generator.generate.walk import copy_source, template_context
+from generator.output.outdir import write_if_changed
 from generator.qemutree import BaseTree
 from generator.spec.model import Series
 from generator.spec.templates import make_env

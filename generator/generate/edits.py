@@ -5,6 +5,7 @@ HANDLERS holds the code of each anchored one, apply_change() runs it.
 """
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from generator.errors import AnchorError, GenError
@@ -119,17 +120,36 @@ def read_tree_file(root: Path, file: str, info: SourceInfo,
         raise AnchorError(str(e), info)
 
 
+@dataclass(frozen=True)
+class Placed:
+    """Where an anchored change went: its file's text before the edit and
+    the region its anchor resolved to."""
+    original: str
+    region: Region
+
+
+class Unplaced(AnchorError):
+    """An anchored change that could not be applied: why (`reason`,
+    without the location), its file's text (None: no such file) and the
+    region, when the anchor resolved but the action failed."""
+
+    def __init__(self, msg: str, info: SourceInfo, reason: str,
+                 original: str | None, region: Region | None = None):
+        super().__init__(msg, info)
+        self.reason, self.original, self.region = reason, original, region
+
+
 def apply_change(root: Path, change: Change, rendered: str | bytes | None,
-                 release: str) -> None:
-    """Apply one change to the tree at `root`, in place
-    (`rendered` is the source's bytes for copy-file)."""
+                 release: str) -> Placed | None:
+    """Apply one change to the tree at `root`, in place (`rendered` is the
+    source's bytes for copy-file); where an anchored one went."""
     where = f"{change.file} (QEMU {release})"
     path = tree_file(root, change.file, change.info, where)
     if change.action == "copy-file":
         path.parent.mkdir(parents=True, exist_ok=True)
         assert isinstance(rendered, bytes)  # the source's bytes
         path.write_bytes(rendered)
-        return
+        return None
     if change.action == "create-file":
         if path.exists():
             raise AnchorError(f"{where}: cannot create, it already exists",
@@ -137,14 +157,19 @@ def apply_change(root: Path, change: Change, rendered: str | bytes | None,
         path.parent.mkdir(parents=True, exist_ok=True)
         assert isinstance(rendered, str)    # the rendered template
         path.write_text(rendered, encoding="utf-8")
-        return
+        return None
     # an anchored action: its template's text, or none (make-non-static)
     assert change.anchor is not None and not isinstance(rendered, bytes)
+    if not path.is_file():
+        raise Unplaced(f"{where}: no such file", change.info,
+                       f"{change.file}: no such file", None)
     text = read_tree_file(root, change.file, change.info, release)
+    region = None
     try:
         region = anchors.resolve(text, change.file, change.anchor)
-        lines = HANDLERS[change.action](_lines(text), region, _lines(rendered or ""),
-                        change.anchor)
+        lines = HANDLERS[change.action](_lines(text), region,
+                                        _lines(rendered or ""), change.anchor)
     except anchors.NotFound as e:
-        raise AnchorError(f"{where}: {e}", change.info)
+        raise Unplaced(f"{where}: {e}", change.info, str(e), text, region)
     path.write_text("".join(lines), encoding="utf-8")
+    return Placed(text, region)

@@ -6,47 +6,19 @@ their contents change.
 """
 
 import errno
-import os
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 
 import jinja2
 
 from generator import gitops
-from generator.errors import AnchorError, CheckFailed, SpecError, ToolError
-from generator.generate import anchors, edits, provenance
+from generator.errors import CheckFailed, SpecError, ToolError
+from generator.generate import provenance, walk
 from generator.output import outdir, patchfiles
 from generator.qemutree import BaseTree
-from generator.source import confined, display_path
 from generator.spec.model import Change, Patch, Series
-from generator.spec.templates import make_env, render, render_string
-
-
-def next_release(version: str) -> str:
-    """The QEMU feature release after `version` (x.0, x.1, x.2, x+1.0)."""
-    major, minor = (int(p) for p in version.split(".")[:2])
-    return f"{major + 1}.0" if minor >= 2 else f"{major}.{minor + 1}"
-
-
-def evaluate_probes(series: Series, root: Path,
-                    release: str) -> dict[str, bool]:
-    """Each probe's truth value on the (unpatched) tree at `root`."""
-    facts = {}
-    for name, probe in series.probes.items():
-        text = edits.read_tree_file(root, probe.file, probe.info, release)
-        facts[name] = anchors.exists(text, probe.file, probe.anchor)
-    return facts
-
-
-def template_context(series: Series, base: BaseTree,
-                     facts: Mapping[str, bool]) -> dict[str, object]:
-    return {
-        **series.params,
-        "probes": {k.replace("-", "_"): v for k, v in facts.items()},
-        "tree": {"version": base.version,
-                 "since": next_release(base.version)},
-    }
+from generator.spec.templates import make_env
 
 
 def _commit_message(series: Series, patch: Patch,
@@ -83,30 +55,6 @@ def validate(series: Series, files: list[Path],
                                   f"patch '{patch.id}' does not name")
 
 
-def write_if_changed(path: Path, data: bytes) -> None:
-    """Write `data` unless `path` holds it already (its mtime kept), through
-    a temporary file so that a reader never sees half of it."""
-    if path.is_file() and path.stat().st_size == len(data) and \
-            path.read_bytes() == data:
-        return
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
-
-
-def copy_source(series: Series, env: jinja2.Environment, change: Change,
-                context: Mapping[str, object]) -> Path:
-    """The data file a copy-file change writes (e.g. an expected ACPI
-    table), under the templates directory."""
-    assert change.source is not None    # a copy-file change has one
-    name = render_string(env, change.source, context, change.info)
-    path = confined(series.templates, name)
-    if path is None:
-        raise SpecError(f"source '{name}' is outside "
-                        f"{display_path(series.templates)}/", change.info)
-    return path
-
-
 def generate(series: Series, base: BaseTree, out: Path,
              progress: Callable[[str], None] = lambda msg: None,
              missing_data_ok: bool = False,
@@ -140,6 +88,60 @@ def generate(series: Series, base: BaseTree, out: Path,
                         f"{what}; --out {out} is unchanged")
 
 
+class _Committer(walk.Visitor):
+    """generate's consumer of the walk: each patch's edited files become a
+    commit; the provenance.Tracker follows every line."""
+
+    def __init__(self, series: Series, tree: walk.BaseFiles,
+                 env: jinja2.Environment, release: str,
+                 progress: Callable[[str], None]):
+        self.series, self.tree, self.env = series, tree, env
+        self.release, self.progress = release, progress
+        self.commits: list[tuple[str, dict[str, tuple[int, bytes]]]] = []
+        self.applied: list[tuple[Patch, set[str]]] = []
+        self.changed: set[str] = set()
+        self.before: list[str] = []
+
+    def begin(self, facts: dict[str, bool],
+              context: dict[str, object]) -> None:
+        self.tracker = provenance.Tracker(self.series, self.env, context)
+        self.total = sum(1 for p in self.series.patches
+                         if p.when is None or p.when.holds(facts))
+
+    def begin_patch(self, patch: Patch) -> None:
+        self.progress(f"[{len(self.commits) + 1}/{self.total}] "
+                      f"{patch.subject}")
+
+    def before_change(self, patch: Patch, change: Change) -> None:
+        self.before = self.tracker.lines(self.tree.root / change.file,
+                                         change.file)
+
+    def change(self, outcome: walk.Outcome) -> None:
+        if outcome.status != "applied":
+            return
+        change = outcome.change
+        self.tracker.edited(change, self.before, provenance.file_lines(
+            self.tree.root / change.file), outcome.text)
+        self.changed.add(change.file)
+
+    def end_patch(self, patch: Patch, appendix: str) -> None:
+        edited: dict[str, tuple[int, bytes]] = {}
+        files = self.tree.files
+        for path in sorted(self.changed):
+            data = (self.tree.root / path).read_bytes()
+            mode, old = files.get(path, (0o100644, None))
+            if data != old:
+                edited[path] = files[path] = (mode, data)
+        if not edited:
+            raise SpecError("the patch changes nothing on "
+                            f"QEMU {self.release}", patch.info)
+        self.commits.append((_commit_message(self.series, patch, appendix),
+                             edited))
+        self.tracker.committed(patch)
+        self.applied.append((patch, self.changed))
+        self.changed = set()
+
+
 def _render_series(series: Series, base: BaseTree, tmp: Path,
                    env: jinja2.Environment, progress: Callable[[str], None],
                    missing_data_ok: bool
@@ -147,79 +149,16 @@ def _render_series(series: Series, base: BaseTree, tmp: Path,
     """The series' files {name: bytes}, made in the scratch dir `tmp`, and
     the provenance.Tracker that followed its lines."""
     progress(f"reading the QEMU {base.version} base")
-    # only the files the spec reads are written out, into a plain
-    # directory; the commits are written from it in one stream
-    root = tmp / "tree"
-    try:
-        repo = gitops.scratch_repo(base.repo, tmp / "git")
-        files = gitops.read_files(
-            repo, base.commit,
-            sorted({p.file for p in series.probes.values()} |
-                   {c.file for p in series.patches for c in p.changes}))
-    except ToolError as e:
-        raise base.unreadable(e.msg) from None
-    for path, (mode, data) in files.items():
-        (root / path).parent.mkdir(parents=True, exist_ok=True)
-        if mode == gitops.SYMLINK_MODE:
-            os.symlink(os.fsdecode(data), root / path)
-        else:
-            (root / path).write_bytes(data)
-    facts = evaluate_probes(series, root, base.version)
-    context = template_context(series, base, facts)
-    tracker = provenance.Tracker(series, env, context)
-    applied: list[tuple[Patch, set[str]]] = []
-    commits: list[tuple[str, dict[str, tuple[int, bytes]]]] = []
-    patches = [p for p in series.patches
-               if p.when is None or p.when.holds(facts)]
-    for n, patch in enumerate(patches, 1):
-        progress(f"[{n}/{len(patches)}] {patch.subject}")
-        changed: set[str] = set()
-        for change in patch.changes:
-            if change.when and not change.when.holds(facts):
-                continue
-            text: str | bytes | None = None
-            if change.template:
-                text = render(env, series.templates, change.template,
-                              {**context, **change.params}, change.info)
-            if change.action == "copy-file":
-                source = copy_source(series, env, change, context)
-                if not source.is_file():
-                    if missing_data_ok:
-                        continue
-                    raise AnchorError(
-                        f"{display_path(source)}: no such file for QEMU "
-                        f"{base.version}; `gen-series tables` makes it",
-                        change.info)
-                text = source.read_bytes()
-            before = tracker.lines(root / change.file, change.file)
-            edits.apply_change(root, change, text, base.version)
-            tracker.edited(change, before,
-                           provenance.file_lines(root / change.file), text)
-            changed.add(change.file)
-        edited: dict[str, tuple[int, bytes]] = {}
-        for path in sorted(changed):
-            data = (root / path).read_bytes()
-            mode, old = files.get(path, (0o100644, None))
-            if data != old:
-                edited[path] = files[path] = (mode, data)
-        if not edited:
-            raise SpecError("the patch changes nothing on "
-                            f"QEMU {base.version}", patch.info)
-        appendix = render(env, series.templates, patch.message_template,
-                          context, patch.info) \
-            if patch.message_template else ""
-        commits.append((_commit_message(series, patch, appendix),
-                        edited))
-        tracker.committed(patch)
-        applied.append((patch, changed))
-
-    tip = gitops.write_commits(repo, base.commit, commits, series.author,
-                               series.date)
+    tree = walk.read_base(series, base, tmp)
+    committer = _Committer(series, tree, env, base.version, progress)
+    walk.walk(series, base, tree, env, committer,
+              missing_data_ok=missing_data_ok)
+    tip = gitops.write_commits(tree.repo, base.commit, committer.commits,
+                               series.author, series.date)
     staged = tmp / "out"
-    written = gitops.format_patch(repo, base.commit, staged, series.author,
-                                  series.date, subject_prefix(series),
-                                  tip)
+    written = gitops.format_patch(tree.repo, base.commit, staged,
+                                  series.author, series.date,
+                                  subject_prefix(series), tip)
     _fill_cover_letter(written[0], series)
-    validate(series, written[1:], applied)
-
-    return {f.name: f.read_bytes() for f in written}, tracker
+    validate(series, written[1:], committer.applied)
+    return {f.name: f.read_bytes() for f in written}, committer.tracker

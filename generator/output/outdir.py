@@ -44,6 +44,17 @@ MANIFEST_HEAD = ("# written by gen-series: the files it wrote here, which "
                  "it may replace or remove\n")
 
 
+def write_if_changed(path: Path, data: bytes) -> None:
+    """Write `data` unless `path` holds it already (its mtime kept), through
+    a temporary file so that a reader never sees half of it."""
+    if path.is_file() and path.stat().st_size == len(data) and \
+            path.read_bytes() == data:
+        return
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+
+
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 

@@ -27,67 +27,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypedDict
 
-import jinja2
-import tree_sitter
-
 from generator import csyntax, gitops
-from generator.errors import GenError
-from generator.generate import anchors, edits
-from generator.generate.series import copy_source, template_context
+from generator.generate import anchors, edits, walk
 from generator.qemutree import BaseTree
 from generator.source import SourceInfo
-from generator.spec.model import Anchor, Change, Series
-from generator.spec.templates import make_env, render
+from generator.spec.model import Anchor, Series
+from generator.spec.templates import make_env
 
 FAILING = ("missing", "ambiguous", "failed")
 CANDIDATES = 3          # nearest candidates listed per anchor
 CONTEXT = 3             # lines either side compared for an ambiguous match
-
-
-# ---- names in C files (csyntax) --------------------------------------------
-
-def _c_root(text: str) -> tree_sitter.Node:
-    return csyntax.parse(text).root_node
-
-
-def _c_scope_nodes(root: tree_sitter.Node, kind: str,
-                   name: str) -> list[tree_sitter.Node]:
-    return list(csyntax.scope_nodes(root, kind, name))
-
-
-def _c_names(root: tree_sitter.Node, kind: str) -> set[str]:
-    """Every name a `kind` scope could be anchored on in this file."""
-    names: set[str | None] = set()
-    for n in csyntax.walk(root):
-        if kind == "function" and n.type == "function_definition":
-            names.add(csyntax.declared_name(
-                n.child_by_field_name("declarator")))
-        elif kind in ("struct", "enum") and n.type == f"{kind}_specifier":
-            tag = n.child_by_field_name("name")
-            if tag is not None:
-                names.add((tag.text or b"").decode())
-            parent = n.parent
-            if parent is not None and parent.type == "type_definition":
-                names.update(csyntax.declared_name(d) for d in
-                             parent.children_by_field_name("declarator"))
-        elif kind == "declaration" and n.type == "declaration" and \
-                n.parent is not None and n.parent.type == "translation_unit":
-            names.update(csyntax.declared_name(d) for d in
-                         n.children_by_field_name("declarator"))
-    return {name for name in names if name is not None}
-
-
-def _c_functions(root: tree_sitter.Node) -> dict[str | None, tuple[int, str]]:
-    """name -> (first line, text) of every function definition, from one
-    parse (resolving each name would parse the file again)."""
-    found: dict[str | None, tuple[int, str]] = {}
-    for n in csyntax.walk(root):
-        if n.type == "function_definition":
-            name = csyntax.declared_name(n.child_by_field_name("declarator"))
-            found[name] = (n.start_point[0] + 1, (n.text or b"").decode())
-    return found
-
-# ---------------------------------------------------------------------------
 
 
 QAPI_DOC_RE = re.compile(r"^# @([\w-]+):\s*$", re.MULTILINE)
@@ -180,17 +129,21 @@ def locate(text: str, path: str,
     """(Placement, Region or None): where `anchor` is in `text`, or why it
     is not (missing or ambiguous).  One resolve when it is there: the
     diagnosis only runs on a failure."""
-    lines = text.splitlines(keepends=True)
     try:
         region = anchors.resolve(text, path, anchor)
     except anchors.NotFound as e:
         return _diagnose(text, path, anchor, str(e)), None
+    return _resolved(text, region), region
+
+
+def _resolved(text: str, region: anchors.Region) -> Placement:
+    lines = text.splitlines(keepends=True)
     matched = text[region.span[0]:region.span[1]] if region.span else ""
     return Placement("resolved", line=region.start + 1,
                      text="".join(lines[region.start:region.end]),
                      matched=matched, context="".join(
                          lines[max(0, region.start - CONTEXT):
-                               region.start + CONTEXT + 1])), region
+                               region.start + CONTEXT + 1]))
 
 
 def _diagnose(text: str, path: str, anchor: Anchor,
@@ -229,108 +182,63 @@ def _scope_lines(text: str, path: str, anchor: Anchor) -> list[int]:
             anchor.scope_name is None:
         return []
     return [n.start_point[0] + 1 for n in
-            _c_scope_nodes(_c_root(text), anchor.scope_kind,
+            csyntax.scope_nodes(csyntax.parse(text).root_node, anchor.scope_kind,
                            anchor.scope_name)]
 
 
-def _tree_files(series: Series) -> list[str]:
-    return sorted({p.file for p in series.probes.values()} |
-                  {c.file for p in series.patches for c in p.changes})
+class _Placements(walk.Visitor):
+    """drift's consumer of the walk: where each change's anchor was."""
+
+    def __init__(self) -> None:
+        self.placements: dict[str, Placement] = {}
+
+    def change(self, outcome: walk.Outcome) -> None:
+        self.placements[outcome.change.id] = placement(outcome)
 
 
-def walk(series: Series, base: BaseTree,
-         progress: Callable[[str], None] = lambda msg: None) -> Walk:
-    """Apply the spec to `base` as `generate` does, but go on after a
-    change fails.  Returns (probe facts, change id -> Placement, problems
-    that are not a change's: a probe's file missing, a message template)."""
+def placement(outcome: walk.Outcome) -> Placement:
+    """An Outcome as a Placement: where the anchor was, or why not."""
+    change, error = outcome.change, outcome.error
+    if outcome.status == "inactive":
+        return Placement("inactive", outcome.reason)
+    if outcome.status != "failed":
+        return _resolved(outcome.original, outcome.region) \
+            if outcome.original is not None and outcome.region is not None \
+            else Placement("resolved")
+    if isinstance(error, edits.Unplaced):
+        if error.original is None:
+            return Placement("missing", error.reason)
+        if error.region is not None:     # the anchor is there: the action
+            return dataclasses.replace(    # failed
+                _resolved(error.original, error.region), status="failed",
+                reason=error.reason)
+        assert change.anchor is not None    # only anchored changes are
+        return _diagnose(error.original, change.file, change.anchor,
+                         error.reason)
+    return Placement("failed", outcome.reason)
+
+
+def walk_release(series: Series, base: BaseTree,
+              progress: Callable[[str], None] = lambda msg: None) -> Walk:
+    """Apply the spec to `base` as `generate` does (the same walk), but go
+    on after a change fails.  Returns (probe facts, change id -> Placement,
+    problems that are not a change's: a probe's file missing, a message
+    template)."""
     env = make_env(series.templates)
-    placements: dict[str, Placement] = {}
-    problems: list[str] = []
     with tempfile.TemporaryDirectory(prefix="gen-series-drift-") as tmp:
-        root = Path(tmp)
-        for path in _tree_files(series):
-            text = gitops.read_blob(base.repo, base.commit, path)
-            if text is not None:
-                (root / path).parent.mkdir(parents=True, exist_ok=True)
-                (root / path).write_text(text, encoding="utf-8")
-        facts: dict[str, bool] = {}
-        for name, probe in series.probes.items():
-            probe_path = root / probe.file
-            if not probe_path.is_file():
-                problems.append(f"{probe.info}: {probe.file}: no such file")
-                facts[name] = False
-                continue
-            facts[name] = locate(probe_path.read_text(encoding="utf-8"),
-                                 probe.file, probe.anchor)[1] is not None
-        context = template_context(series, base, facts)
+        tree = walk.read_base(series, base, Path(tmp))
         progress(f"walking the spec on QEMU {base.version}")
-        for patch in series.patches:
-            for change in patch.changes:
-                when = change.when or patch.when
-                if (patch.when and not patch.when.holds(facts)) or \
-                        (change.when and not change.when.holds(facts)):
-                    assert when is not None     # one of them is false
-                    placements[change.id] = Placement(
-                        "inactive", f"when: {'not ' if when.negate else ''}"
-                        f"{when.probe}")
-                    continue
-                placements[change.id] = _place(series, env, context, root,
-                                               change, base.version)
-            if patch.message_template and (patch.when is None
-                                           or patch.when.holds(facts)):
-                try:
-                    render(env, series.templates, patch.message_template,
-                           context, patch.info)
-                except GenError as e:
-                    problems.append(str(e))
-    return facts, placements, problems
-
-
-def _place(series: Series, env: jinja2.Environment, context: dict[str, object],
-           root: Path, change: Change, version: str) -> Placement:
-    """Render and apply one change; where its anchor was, or why not."""
-    placement = Placement("resolved")
-    try:
-        text: str | bytes | None = render(env, series.templates, change.template,
-                      {**context, **change.params}, change.info) \
-            if change.template else None
-        if change.action == "copy-file":
-            source = copy_source(series, env, change, context)
-            if not source.is_file():
-                return Placement("failed", f"{source.relative_to(series.templates)}"
-                                 f": no such file for QEMU {version}; "
-                                 "`gen-series tables` makes it")
-            text = source.read_bytes()
-        if change.anchor is None:
-            edits.apply_change(root, change, text, version)
-            return placement
-        path = root / change.file
-        if not path.is_file():
-            return Placement("missing", f"{change.file}: no such file")
-        # edits.apply_change() without resolving the anchor a second time
-        original = path.read_text(encoding="utf-8")
-        placement, region = locate(original, change.file, change.anchor)
-        if region is None:
-            return placement
-        handler = edits.HANDLERS[change.action]
-        assert not isinstance(text, bytes)  # copy-file's has no anchor
-        lines = handler(
-            original.splitlines(keepends=True), region,
-            (text or "").splitlines(keepends=True), change.anchor)
-        path.write_text("".join(lines), encoding="utf-8")
-    except anchors.NotFound as e:
-        return dataclasses.replace(placement, status="failed", reason=str(e))
-    except GenError as e:
-        return dataclasses.replace(placement, status="failed", reason=e.msg)
-    return placement
+        visitor = _Placements()
+        done = walk.walk(series, base, tree, env, visitor, keep_going=True)
+    return done.facts, visitor.placements, done.problems
 
 
 # ---- two trees -------------------------------------------------------------
 
 def compare(series: Series, old: BaseTree, new: BaseTree,
             progress: Callable[[str], None] = lambda msg: None) -> Report:
-    return compare_walks(series, old, walk(series, old, progress),
-                         new, walk(series, new, progress))
+    return compare_walks(series, old, walk_release(series, old, progress),
+                         new, walk_release(series, new, progress))
 
 
 def compare_walks(series: Series, old: BaseTree, old_walk: Walk,
@@ -381,7 +289,7 @@ def _status(before: Placement, after: Placement) -> str | None:
 def _file_changes(series: Series, old: BaseTree,
                   new: BaseTree) -> dict[str, FileChange]:
     """Lines added and removed upstream in each file the series reads."""
-    paths = [p for p in _tree_files(series)
+    paths = [p for p in walk.spec_files(series)
              if not any(c.file == p and c.action in ("create-file",
                                                      "copy-file")
                         for pt in series.patches for c in pt.changes)]
@@ -396,6 +304,13 @@ def _file_changes(series: Series, old: BaseTree,
             "old": gitops.read_blob(old.repo, old.commit, path) is not None,
             "new": gitops.read_blob(new.repo, new.commit, path) is not None}
     return files
+
+
+def _functions(text: str) -> dict[str | None, tuple[int, str]]:
+    """name -> (first line, text) of every function definition, from one
+    parse (resolving each name would parse the file again)."""
+    return {name: (node.start_point[0] + 1, csyntax.node_text(node))
+            for name, _, node in csyntax.function_definitions(text)}
 
 
 # ---- nearest candidates ------------------------------------------------------
@@ -446,11 +361,11 @@ def _similar_scopes(text: str, path: str, anchor: Anchor,
     if kind == "qapi":
         names = set(QAPI_DOC_RE.findall(text))
     elif csyntax.is_c(path):
-        names = _c_names(_c_root(text), kind)
+        names = csyntax.scope_names(csyntax.parse(text).root_node, kind)
     else:
         return []
     old_body = _stripped(old.text) if old.status == "resolved" else None
-    bodies = _c_functions(_c_root(text)) if kind == "function" else {}
+    bodies = _functions(text) if kind == "function" else {}
     scored = []
     for other in names:
         score = _ratio(name, other)
@@ -494,7 +409,7 @@ def _enclosing(text: str, path: str, line: int) -> str:
     """The function around `line` (1-based), for messages."""
     if not csyntax.is_c(path):
         return ""
-    for name, (first, body) in _c_functions(_c_root(text)).items():
+    for name, (first, body) in _functions(text).items():
         if first <= line <= first + body.count("\n"):
             return f" in function '{name}'"
     return ""
