@@ -2,6 +2,7 @@
 small git trees made for the toolkit's own tests."""
 
 import functools
+import json
 import os
 import shutil
 import subprocess
@@ -35,6 +36,23 @@ os.environ.update(GIT_CONFIG_COUNT="2",
                   GIT_CONFIG_KEY_1="user.email",
                   GIT_CONFIG_VALUE_1=IDENTITY[1])
 SIGNER = f"{IDENTITY[0]} <{IDENTITY[1]}>"
+
+
+def patch_file(series_dir: Path, patch_id: str) -> str:
+    """The file name of the spec's patch `patch_id` in a written series,
+    read from its series-map.json: tests name patches by spec id, so that
+    a patch added to the spec shifts no test's numbers."""
+    smap = json.loads((series_dir / "series-map.json").read_text())
+    names = [name for name, entry in smap["files"].items()
+             if entry["patch"] == patch_id]
+    assert len(names) == 1, f"{series_dir}: patch '{patch_id}': {names}"
+    return names[0]
+
+
+def patch_files(series_dir: Path) -> list[str]:
+    """The patches of a written series (not the cover letter), in order."""
+    return sorted(p.name for p in series_dir.glob("[0-9][0-9][0-9][0-9]-*.patch")
+                  if not p.name.startswith("0000-"))
 
 
 def run_gen_series(*args, cwd=PROJECT, check=None):

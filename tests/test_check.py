@@ -7,7 +7,15 @@ import json
 import shutil
 
 import pytest
-from conftest import BUILD_ROOT, PROJECT, RELEASES, release_dsc, run_gen_series
+from conftest import (
+    BUILD_ROOT,
+    PROJECT,
+    RELEASES,
+    patch_file,
+    patch_files,
+    release_dsc,
+    run_gen_series,
+)
 
 
 def check(release, series, *extra, build_root=None, tmp_path=None):
@@ -35,9 +43,7 @@ def test_the_series_is_ready_to_send(release, tmp_path):
                                   "invariants", "qtest", "kvm"]
     assert all(s["ok"] for s in steps.values())
     assert not any(s["skipped"] for name, s in steps.items() if name != "kvm")
-    patches = sorted(p.name for p in (PROJECT / "patches" / release)
-                     .glob("[0-9][0-9][0-9][0-9]-*.patch")
-                     if not p.name.startswith("0000-"))
+    patches = patch_files(PROJECT / "patches" / release)
     assert [i["patch"] for i in steps["apply"]["items"]] == patches
     assert [i["patch"] for i in steps["bisect"]["items"]] == \
         patches + ["(tip)"]
@@ -88,8 +94,10 @@ FINALIZE = """    arm_cpu_finalize_features(cpu, errp);
         return false;
     }
 """
-KVM_PATCH = "0009-target-arm-kvm-create-KVM-vCPUs-ahead-of-realize.patch"
-MACHINE_PATCH = "0004-hw-core-machine-add-machine_get_possible_cpu.patch"
+# the patches the seeded violations land in, by spec id
+KVM_PATCH = patch_file(PROJECT / "patches" / "10.2.2", "arm-kvm-create-host-vcpu")
+MACHINE_PATCH = patch_file(PROJECT / "patches" / "10.2.2",
+                           "machine-get-possible-cpu")
 SEEDED = BUILD_ROOT / "seeded-10.2.2"
 
 
