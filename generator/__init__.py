@@ -19,5 +19,6 @@ above it in this list (tests/test_structure.py keeps it so):
     check/    `gen-series check`: is the series ready to send?
     review/   `gen-series drift` and `explain`: a spec on a new release,
               a line back to the spec
-    cli       argparse; the only place that prints errors and exits
+    cli, commands/  argparse (one module per command); the only place that
+              prints errors and exits
 """

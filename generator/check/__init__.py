@@ -1,16 +1,31 @@
 """`gen-series check`: is this series ready to send?
 
-Steps, in order (pipeline.py runs them):
-    apply        git am of each patch onto a clean base
-    checkpatch   the target tree's scripts/checkpatch.pl on each patch
-    bisect       each patch's translation units compiled after that patch;
-                 then a full build at the tip (native, and the aarch64
-                 cross build for what only an Arm KVM host compiles)
-    invariants   the spec's structure invariants on the patched tree
-    qtest        QEMU's own qtests (aarch64) on the tip and on the base:
-                 a case that passes on the base must pass on the tip
-    kvm          the series under real KVM: a KVM-only aarch64 build run
-                 on an emulated Arm host (nested, TCG with EL2)
+Entry point: `pipeline.run(...)` runs the steps of STEPS in order (the
+registry in pipeline.py says what each needs); steps.py and qtest.py
+hold them, invariants.py and cparse.py the structure invariants.  What
+each step does is said once, in STEP_HELP (the command's --help is made
+from it).
 """
 
-STEPS = ("apply", "checkpatch", "bisect", "invariants", "qtest", "kvm")
+STEP_HELP = {
+    "apply": "git am of each patch onto a clean base.",
+    "checkpatch": "the tree's scripts/checkpatch.pl on each patch (errors "
+    "and warnings fail).",
+    "bisect": "after each patch, compile the C files it changes and the "
+    "series' C files that include a header it changes (native, and in the "
+    "aarch64 KVM cross build for what only that compiles), then build "
+    "qemu-system-aarch64 at the tip.",
+    "invariants": "the spec's structure invariants, checked with pycparser "
+    "on the real preprocessed files.",
+    "qtest": "QEMU's own aarch64 qtests (bios-tables-test, qom-test, "
+    "test-hmp, qmp-cmd-test, device-introspect-test, test-smp-parse and any "
+    "the series adds) on the tip and on the unpatched base (built once, "
+    "results cached): a case that passes on the base must pass on the tip, "
+    "a new case must pass.",
+    "kvm": "a KVM-only aarch64 build of the tip, run under real KVM on an "
+    "Arm host that the native build emulates (TCG with EL2, the --guest "
+    "kernel): start with disabled vCPUs, system_reset, enable, guest code "
+    "on the enabled vCPU, disable, PSCI CPU_ON denied; about a minute once "
+    "built.",
+}
+STEPS = tuple(STEP_HELP)
