@@ -9,11 +9,12 @@ found damaged is unpacked again.
 
 import fcntl
 import hashlib
+import logging
 import shutil
 import subprocess
 import tarfile
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,8 @@ from pathlib import Path
 from generator import gitops
 from generator.errors import ToolError
 from generator.paths import cache_dir
+
+logger = logging.getLogger(__name__)
 
 TARBALL_SUFFIXES = (".tar.xz", ".tar.gz", ".tar.bz2", ".tgz", ".tar")
 
@@ -126,7 +129,7 @@ def _cached_base(done: Path, origin: Path) -> tuple[BaseTree | None, str]:
                     cached=True), ""
 
 
-def _import(path: Path, progress: Callable[[str], None]) -> BaseTree:
+def _import(path: Path) -> BaseTree:
     """Unpack a tarball or .dsc into a cached git repo (once)."""
     key = f"{path.name}-{_digest(path)}"
     trees = cache_dir() / "trees"
@@ -143,9 +146,9 @@ def _import(path: Path, progress: Callable[[str], None]) -> BaseTree:
                 return base
             _sweep(trees, key)
             if why != "missing":
-                progress(f"{done} is damaged ({why}): unpacking again")
+                logger.info(f"{done} is damaged ({why}): unpacking again")
                 _discard(done, trees, key, why)
-            _unpack_into(path, done, trees, key, progress)
+            _unpack_into(path, done, trees, key)
     except OSError as e:
         raise ToolError(f"cannot unpack {path} into {trees}: {e.strerror}")
     base, why = _cached_base(done, path)
@@ -167,9 +170,8 @@ def _discard(done: Path, trees: Path, key: str, why: str) -> None:
         raise ToolError(f"cache damaged: remove {done} ({why})")
 
 
-def _unpack_into(path: Path, done: Path, trees: Path, key: str,
-                 progress: Callable[[str], None]) -> None:
-    progress(f"unpacking {path.name} into {done} (once)")
+def _unpack_into(path: Path, done: Path, trees: Path, key: str) -> None:
+    logger.info(f"unpacking {path.name} into {done} (once)")
     tmp = Path(tempfile.mkdtemp(prefix=f"{UNPACK_PREFIX}{key}-", dir=trees))
     try:
         src = tmp / "src"
@@ -190,8 +192,7 @@ def _unpack_into(path: Path, done: Path, trees: Path, key: str,
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def resolve_base(qemu: str,
-                 progress: Callable[[str], None] = lambda msg: None) -> BaseTree:
+def resolve_base(qemu: str) -> BaseTree:
     """Turn --qemu PATH into a BaseTree; PATH itself is never modified."""
     path = Path(qemu)
     if not path.exists():
@@ -207,6 +208,6 @@ def resolve_base(qemu: str,
             raise ToolError(f"{qemu}: not a QEMU tree (no VERSION file)")
         return BaseTree(top, commit, version.strip(), qemu)
     if path.name.endswith(".dsc") or path.name.endswith(TARBALL_SUFFIXES):
-        return _import(path, progress)
+        return _import(path)
     raise ToolError(f"--qemu {qemu}: expected a QEMU git work tree, a release "
                     "tarball (.tar.xz, .tar.gz, .tar.bz2) or a Debian .dsc")

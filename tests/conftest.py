@@ -114,9 +114,8 @@ def unpatched(release: str) -> Path:
     <build root>/unpatched-<release> (for comparisons with the series)."""
     from generator.build import build
     from generator.qemutree import resolve_base
-    base = resolve_base(release_dsc(release), lambda msg: None)
-    return build.build(base, None, BUILD_ROOT / f"unpatched-{release}",
-                       lambda msg: None)
+    base = resolve_base(release_dsc(release))
+    return build.build(base, None, BUILD_ROOT / f"unpatched-{release}")
 
 
 def qmp(binary: Path, args: list, commands: list) -> list:

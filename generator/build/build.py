@@ -12,12 +12,13 @@ build dir anywhere reuses objects compiled in another.
 
 import fcntl
 import hashlib
+import logging
 import os
 import shlex
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,8 @@ from generator import gitops
 from generator.errors import CheckFailed, ToolError
 from generator.output.patchfiles import series_files, touched_c_files
 from generator.qemutree import BaseTree
+
+logger = logging.getLogger(__name__)
 
 CONFIGURE_ARGS = [
     "--target-list=aarch64-softmmu", "--disable-docs", "--disable-tools",
@@ -55,13 +58,13 @@ BUILD_DIRS = (Path("build"), Path("build-aarch64"), Path("build-aarch64-kvm"),
               Path("build-asan"))
 
 
-def prepare_source(base: BaseTree, patches: list[Path], build_root: Path,
-                   progress: Callable[[str], None]) -> Path:
+def prepare_source(base: BaseTree, patches: list[Path],
+                   build_root: Path) -> Path:
     """A clean clone of the base at <build-dir>/qemu with `patches` applied."""
     src = build_root / "qemu"
     marker = src / ".git" / MARKER
     if not src.exists():
-        progress(f"cloning QEMU {base.version} into {src}")
+        logger.info(f"cloning QEMU {base.version} into {src}")
         build_root.mkdir(parents=True, exist_ok=True)
         gitops.scratch_clone(base.repo, base.commit, src)
         marker.write_text("created by gen-series build\n")
@@ -74,11 +77,11 @@ def prepare_source(base: BaseTree, patches: list[Path], build_root: Path,
     stamp = src / ".git" / STAMP
     if stamp.is_file() and stamp.read_text() == series_stamp(base, patches) \
             and gitops.is_clean(repo):
-        progress(f"series already applied in {src}")
+        logger.info(f"series already applied in {src}")
         return src
     for n, (patch, error) in enumerate(apply_one_by_one(src, base.commit,
                                                         patches), 1):
-        progress(f"applying [{n}/{len(patches)}] {patch.name}")
+        logger.info(f"applying [{n}/{len(patches)}] {patch.name}")
         if error:
             raise CheckFailed(error)
     mark_applied(src, base, patches)
@@ -115,8 +118,8 @@ def mark_applied(src: Path, base: BaseTree, patches: list[Path]) -> None:
 
 
 def _run_logged(cmd: list[str], cwd: Path, log: Path, env: dict[str, str],
-                what: str, progress: Callable[[str], None]) -> None:
-    progress(f"{what}: {shlex.join(cmd)}  (log: {log})")
+                what: str) -> None:
+    logger.info(f"{what}: {shlex.join(cmd)}  (log: {log})")
     with open(log, "w") as f:
         proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True)
@@ -131,7 +134,7 @@ def _run_logged(cmd: list[str], cwd: Path, log: Path, env: dict[str, str],
                     pct = 100 * int(done) // int(total) // 10 * 10
                     if pct > shown:
                         shown = pct
-                        progress(f"{what}: {pct}% ({done}/{total})")
+                        logger.info(f"{what}: {pct}% ({done}/{total})")
         proc.wait()
     if proc.returncode != 0:
         # what the tools said, without ninja's progress and command lines
@@ -150,8 +153,7 @@ def build_env(src: Path) -> dict[str, str]:
     return env
 
 
-def configure(src: Path, build: Path, build_root: Path,
-              progress: Callable[[str], None], args: list[str],
+def configure(src: Path, build: Path, build_root: Path, args: list[str],
               env: dict[str, str]) -> Path:
     """Configure `build` unless it is already configured the same way."""
     stamp = build / ".gen-series-configure"
@@ -162,20 +164,19 @@ def configure(src: Path, build: Path, build_root: Path,
     build.mkdir(parents=True)
     _run_logged(["../configure", *args], build,
                 build_root / f"configure-{build.name}.log", env,
-                "configure", progress)
+                "configure")
     stamp.write_text("\n".join(args))
     return build
 
 
 def ninja(build: Path, build_root: Path, targets: list[str],
-          env: dict[str, str], progress: Callable[[str], None]) -> None:
+          env: dict[str, str]) -> None:
     if shutil.which("ninja") is None:
         raise ToolError("ninja is needed to build QEMU (apt-get install "
                         "ninja-build)")
     jobs = str(os.cpu_count() or 2)
     _run_logged(["ninja", "-j", jobs, *targets], build,
-                build_root / f"ninja-{build.name}.log", env, "build",
-                progress)
+                build_root / f"ninja-{build.name}.log", env, "build")
 
 
 def check_warnings(log: Path, c_files: list[str], src: Path) -> None:
@@ -200,23 +201,19 @@ def _compiler(cc: str) -> str:
     return f"--cc=ccache {cc}" if shutil.which("ccache") else f"--cc={cc}"
 
 
-def configure_asan(src: Path, build_root: Path,
-                   progress: Callable[[str], None]) -> Build:
+def configure_asan(src: Path, build_root: Path) -> Build:
     """A native build with AddressSanitizer (and UBSan's checks that QEMU's
     --enable-asan brings), for the qtests that exercise the series."""
     env = build_env(src)
     return Build("asan", configure(src, src / BUILD_DIRS[3], build_root,
-                                   progress,
                                    CONFIGURE_ARGS + [_compiler("gcc"),
                                                      "--enable-asan"],
                                    env), env)
 
 
-def configure_native(src: Path, build_root: Path,
-                     progress: Callable[[str], None]) -> Build:
+def configure_native(src: Path, build_root: Path) -> Build:
     env = build_env(src)
     return Build("native", configure(src, src / BUILD_DIRS[0], build_root,
-                                     progress,
                                      CONFIGURE_ARGS + [_compiler("gcc")],
                                      env), env)
 
@@ -225,8 +222,7 @@ _HELD: set[Path] = set()      # build dirs this process holds the lock of
 
 
 @contextmanager
-def exclusive(build_root: Path, progress: Callable[[str], None]
-              ) -> Iterator[None]:
+def exclusive(build_root: Path) -> Iterator[None]:
     """One gen-series at a time in a build dir: two would `git am` into
     the same clone.  A second run waits, saying so."""
     if build_root in _HELD:
@@ -237,7 +233,7 @@ def exclusive(build_root: Path, progress: Callable[[str], None]
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            progress(f"waiting for another gen-series using {build_root}")
+            logger.info(f"waiting for another gen-series using {build_root}")
             fcntl.flock(lock, fcntl.LOCK_EX)
         _HELD.add(build_root)
         try:
@@ -247,21 +243,20 @@ def exclusive(build_root: Path, progress: Callable[[str], None]
 
 
 def build(base: BaseTree, series_dir: Path | None, build_root: Path,
-          progress: Callable[[str], None],
           targets: Sequence[str] = ()) -> Path:
     """Apply, configure, build; return the qemu-system-aarch64 path.
     With no series, the unpatched base (to compare against)."""
     build_root = build_root.resolve()
-    with exclusive(build_root, progress):
-        return _build(base, series_dir, build_root, progress, targets)
+    with exclusive(build_root):
+        return _build(base, series_dir, build_root, targets)
 
 
 def _build(base: BaseTree, series_dir: Path | None, build_root: Path,
-           progress: Callable[[str], None], targets: Sequence[str]) -> Path:
+           targets: Sequence[str]) -> Path:
     patches = series_files(series_dir) if series_dir else []
-    src = prepare_source(base, patches, build_root, progress)
-    native = configure_native(src, build_root, progress)
-    ninja(native.dir, build_root, [BINARY, *targets], native.env, progress)
+    src = prepare_source(base, patches, build_root)
+    native = configure_native(src, build_root)
+    ninja(native.dir, build_root, [BINARY, *targets], native.env)
     check_warnings(build_root / f"ninja-{native.dir.name}.log",
                    touched_c_files(patches), src)
     return native.dir / BINARY
@@ -318,11 +313,10 @@ def require_cross() -> None:
                         f"{cross_sysroot()}: run .ci/setup")
 
 
-def configure_cross(src: Path, build_root: Path,
-                    progress: Callable[[str], None]) -> Build:
+def configure_cross(src: Path, build_root: Path) -> Build:
     env = _cross_env(src, build_root)
     return Build("aarch64-kvm", configure(src, src / BUILD_DIRS[1],
-                                          build_root, progress,
+                                          build_root,
                                           cross_configure_args(), env), env)
 
 
@@ -335,8 +329,7 @@ def cross_configure_args() -> list[str]:
         f"--extra-ldflags=-L{sysroot}/usr/lib/aarch64-linux-gnu"]
 
 
-def configure_kvm_host(src: Path, build_root: Path,
-                       progress: Callable[[str], None]) -> Build:
+def configure_kvm_host(src: Path, build_root: Path) -> Build:
     """qemu-system-aarch64 for an Arm KVM host, without TCG or optional
     features: about 2 minutes to build cold, and it needs only glib,
     pcre2, zlib and libfdt at run time."""
@@ -344,44 +337,42 @@ def configure_kvm_host(src: Path, build_root: Path,
     args = cross_configure_args() + ["--disable-tcg",
                                      "--without-default-features"]
     return Build("aarch64-kvm-host", configure(src, src / BUILD_DIRS[2],
-                                               build_root, progress, args,
+                                               build_root, args,
                                                env), env)
 
 
-def kvm_host_build(base: BaseTree, series_dir: Path, build_root: Path,
-                   progress: Callable[[str], None]) -> Path:
+def kvm_host_build(base: BaseTree, series_dir: Path, build_root: Path) -> Path:
     """Apply and build the KVM-only aarch64 binary; return its path."""
     build_root = build_root.resolve()
     patches = series_files(series_dir)
-    with exclusive(build_root, progress):
-        src = prepare_source(base, patches, build_root, progress)
-        return build_kvm_host(src, build_root, patches, progress)
+    with exclusive(build_root):
+        src = prepare_source(base, patches, build_root)
+        return build_kvm_host(src, build_root, patches)
 
 
-def build_kvm_host(src: Path, build_root: Path, patches: list[Path],
-                   progress: Callable[[str], None]) -> Path:
+def build_kvm_host(src: Path, build_root: Path, patches: list[Path]) -> Path:
     """The KVM-only aarch64 binary of the tree at `src` (series applied)."""
     require_cross()
-    kvm = configure_kvm_host(src, build_root, progress)
-    ninja(kvm.dir, build_root, [BINARY], kvm.env, progress)
+    kvm = configure_kvm_host(src, build_root)
+    ninja(kvm.dir, build_root, [BINARY], kvm.env)
     check_warnings(build_root / f"ninja-{kvm.dir.name}.log",
                    touched_c_files(patches), src)
     return kvm.dir / BINARY
 
 
-def cross_build(base: BaseTree, series_dir: Path, build_root: Path,
-                progress: Callable[[str], None]) -> dict[str, list[str]]:
+def cross_build(base: BaseTree, series_dir: Path,
+                build_root: Path) -> dict[str, list[str]]:
     """Compile, for an aarch64 host with KVM, every C file the series
     changes that such a build compiles; return {file: [objects]}."""
     build_root = build_root.resolve()
     require_cross()
     patches = series_files(series_dir)
-    with exclusive(build_root, progress):
-        src = prepare_source(base, patches, build_root, progress)
-        cross = configure_cross(src, build_root, progress)
+    with exclusive(build_root):
+        src = prepare_source(base, patches, build_root)
+        cross = configure_cross(src, build_root)
         objects = object_targets(cross.dir, touched_c_files(patches))
         wanted = [o for objs in objects.values() for o in objs]
-        ninja(cross.dir, build_root, wanted, cross.env, progress)
+        ninja(cross.dir, build_root, wanted, cross.env)
         check_warnings(build_root / f"ninja-{cross.dir.name}.log",
                        list(objects), src)
     return objects

@@ -11,13 +11,13 @@ for the release being targeted, and writes the ASL diff beside them.
 """
 
 import difflib
+import logging
 import re
 import shutil
 import subprocess
 import tempfile
 from collections import defaultdict
 from pathlib import Path
-from typing import Callable
 
 from generator import gitops
 from generator.build import qtests
@@ -29,6 +29,8 @@ from generator.output.outdir import write_if_changed
 from generator.qemutree import BaseTree
 from generator.spec.model import Series
 from generator.spec.templates import make_env
+
+logger = logging.getLogger(__name__)
 
 TABLE_FILE = re.compile(r"^tests/data/acpi/(?P<arch>[^/]+)/(?P<machine>[^/]+)"
                         r"/(?P<table>[A-Z0-9]{4})\.(?P<variant>[\w-]+)$")
@@ -87,15 +89,15 @@ def asl_diff(src: Path, files: list[str]) -> str:
 
 
 def rebuild(series: Series, base: BaseTree, build_root: Path,
-            guest_dir: Path, progress: Callable[[str], None]) -> list[Path]:
+            guest_dir: Path) -> list[Path]:
     """Make the expected tables for `base`; return the paths written."""
     groups = expected_tables(series, base)
     if not groups:
         raise ToolError("the spec copies no tests/data/acpi tables")
     with tempfile.TemporaryDirectory(prefix="gen-series-tables-") as tmp:
         series_dir = Path(tmp) / "series"
-        generate(series, base, series_dir, progress, missing_data_ok=True)
-        binary = build(base, series_dir, build_root, progress,
+        generate(series, base, series_dir, missing_data_ok=True)
+        binary = build(base, series_dir, build_root,
                        targets=["tests/qtest/bios-tables-test"])
     build_dir, src = binary.parent, binary.parent.parent
     qtests.provide_firmware(build_dir, guest_dir)
@@ -103,7 +105,7 @@ def rebuild(series: Series, base: BaseTree, build_root: Path,
     try:
         for (arch, machine, variant), tables in sorted(groups.items()):
             case = f"/{arch}/acpi/{machine}/{variant}"
-            progress(f"tables: running {case} in rebuild mode")
+            logger.info(f"tables: running {case} in rebuild mode")
             result = qtests.run_case(build_dir, "bios-tables-test", case,
                                      qtests.qtest_env(
                                          TEST_ACPI_REBUILD_AML="y"))

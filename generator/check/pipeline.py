@@ -50,7 +50,7 @@ assert tuple(REGISTRY) == STEPS, "check/__init__.py's STEPS and REGISTRY"
 
 
 def run(base: BaseTree, series_dir: Path, build_root: Path, series: Series,
-        steps: list[str], progress: Callable[[str], None],
+        steps: list[str],
         guest: Path | None = None, qtests: tuple[str, ...] = (),
         asan: bool = False) -> list[StepResult]:
     """Run `steps` (a subset of STEPS, in STEPS order); return results.
@@ -61,18 +61,17 @@ def run(base: BaseTree, series_dir: Path, build_root: Path, series: Series,
     if "invariants" in steps:
         cparse.gnu_parser_class()    # a broken parser install: exit 2 now
     patches = patchfiles.series_files(series_dir)
-    with qbuild.exclusive(build_root, progress):
-        return _run_steps(base, series, patches, build_root, steps, progress,
+    with qbuild.exclusive(build_root):
+        return _run_steps(base, series, patches, build_root, steps,
                           guest, qtests, asan)
 
 
 def _run_steps(base: BaseTree, series: Series, patches: list[Path],
-               build_root: Path, steps: list[str],
-               progress: Callable[[str], None], guest: Path | None,
+               build_root: Path, steps: list[str], guest: Path | None,
                qtests: tuple[str, ...], asan: bool) -> list[StepResult]:
     ctx = CheckRun(base, series,
-                   qbuild.prepare_source(base, [], build_root, progress),
-                   patches, build_root, progress, guest or default_guest_dir(),
+                   qbuild.prepare_source(base, [], build_root),
+                   patches, build_root, guest or default_guest_dir(),
                    qtests, asan,
                    cross=any(REGISTRY[s].cross for s in steps))
     results: list[StepResult] = []

@@ -12,8 +12,9 @@ patched by the firmware, and differ with Debian's edk2 build).
 
 import hashlib
 import json
+import logging
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -22,6 +23,8 @@ from generator.build import qtests
 from generator.check.steps import CheckRun, StepResult
 from generator.output import patchfiles
 from generator.qemutree import BaseTree
+
+logger = logging.getLogger(__name__)
 
 # the qtests of the aarch64 target that exercise what the series changes
 # (machines, QMP and HMP commands, QOM properties, ACPI tables)
@@ -79,8 +82,7 @@ def _outcomes(result: qtests.CaseResult) -> dict[str, bool]:
     return {f"{result.test} {c}": ok for c, ok in cases.items()}
 
 
-def run_tests(build_dir: Path, tests: tuple[str, ...], guest: Path,
-              progress: Callable[[str], None], label: str,
+def run_tests(build_dir: Path, tests: tuple[str, ...], guest: Path, label: str,
               **env_extra: str) -> TestRun:
     """Run `tests` in a built tree: ({test case: passed}, {test: seconds},
     {test case: output tail of a failure})."""
@@ -94,8 +96,8 @@ def run_tests(build_dir: Path, tests: tuple[str, ...], guest: Path,
     def one(unit: tuple[str, str | None]) -> qtests.CaseResult:
         test, case = unit
         result = qtests.run_case(build_dir, targets((test,))[0], case, env)
-        progress(f"qtest ({label}): {test} {case or ''}: "
-                 f"{'ok' if result.ok else 'FAILED'} ({result.seconds} s)")
+        logger.info(f"qtest ({label}): {test} {case or ''}: "
+                    f"{'ok' if result.ok else 'FAILED'} ({result.seconds} s)")
         return result
 
     def collect(results: Iterable[qtests.CaseResult]) -> list[str]:
@@ -132,7 +134,7 @@ def _cache_key(base: BaseTree, test: str, guest: Path) -> str:
 
 
 def base_results(base: BaseTree, build_root: Path, tests: tuple[str, ...],
-                 guest: Path, progress: Callable[[str], None]) -> dict[str, bool]:
+                 guest: Path) -> dict[str, bool]:
     """The base's outcomes, from its own build; cached per release and
     test (the base never changes)."""
     root = build_root.parent / f"unpatched-{base.version}"
@@ -141,16 +143,16 @@ def base_results(base: BaseTree, build_root: Path, tests: tuple[str, ...],
     keys = {t: _cache_key(base, t, guest) for t in tests}
     missing = tuple(t for t in tests if data.get(t, {}).get("key") != keys[t])
     if missing:
-        binary = qbuild.build(base, None, root, progress,
+        binary = qbuild.build(base, None, root,
                               targets=targets(missing))
-        outcomes, _, _ = run_tests(binary.parent, missing, guest, progress,
+        outcomes, _, _ = run_tests(binary.parent, missing, guest,
                                    "base")
         for t in missing:
             data[t] = {"key": keys[t], "outcomes": {
                 n: ok for n, ok in outcomes.items() if n.startswith(t + " ")}}
         cache.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
     if len(missing) < len(tests):
-        progress(f"qtest (base): cached results from {cache}")
+        logger.info(f"qtest (base): cached results from {cache}")
     return {n: ok for t in tests for n, ok in data[t]["outcomes"].items()}
 
 
@@ -160,17 +162,17 @@ ASAN_TESTS = ("test-hmp",)
 
 
 def run_asan(src: Path, build_root: Path, tests: tuple[str, ...],
-             guest: Path, progress: Callable[[str], None],
+             guest: Path,
              result: StepResult) -> None:
     """Build the tip with --enable-asan and run `tests` there; any failure
     (an ASan report fails the test) fails the step."""
-    asan = qbuild.configure_asan(src, build_root, progress)
+    asan = qbuild.configure_asan(src, build_root)
     qbuild.ninja(asan.dir, build_root, [qbuild.BINARY, *targets(tests)],
-                 asan.env, progress)
+                 asan.env)
     # Leak checking is off: 26 Aspeed machines of the unpatched release
     # leak at machine init (vasprintf), which would fail test-hmp there.
     outcomes, seconds, failures = run_tests(
-        asan.dir, tests, guest, progress, "asan",
+        asan.dir, tests, guest, "asan",
         ASAN_OPTIONS="detect_leaks=0")
     for name, ok in sorted(outcomes.items()):
         asan_name = f"{name} (asan)"
@@ -191,16 +193,14 @@ def step_qtest(run: CheckRun) -> StepResult:
     of the tip."""
     result = StepResult("qtest")
     base, src, patches, builds = run.base, run.src, run.patches, run.builds
-    build_root, guest, progress = run.build_root, run.guest, run.progress
+    build_root, guest = run.build_root, run.guest
     only, asan = run.qtests, run.asan
     added = tuple(t for t in series_qtests(patches) if not only or t in only)
     tests = tuple(t for t in QTESTS + UNIT_TESTS if not only or t in only)
     native = builds[0]
-    qbuild.ninja(native.dir, build_root, targets(tests + added), native.env,
-                 progress)
-    tip, seconds, failures = run_tests(native.dir, tests + added, guest,
-                                       progress, "tip")
-    base_outcomes = base_results(base, build_root, tests, guest, progress)
+    qbuild.ninja(native.dir, build_root, targets(tests + added), native.env)
+    tip, seconds, failures = run_tests(native.dir, tests + added, guest, "tip")
+    base_outcomes = base_results(base, build_root, tests, guest)
     regressions = broken_both = new = 0
     for name in sorted(set(tip) | set(base_outcomes)):
         on_base, on_tip = base_outcomes.get(name), tip.get(name)
@@ -232,7 +232,7 @@ def step_qtest(run: CheckRun) -> StepResult:
         asan_tests = tuple(t for t in ASAN_TESTS + series_qtests(patches)
                            if not only or t in only)
         before = len(result.items)
-        run_asan(src, build_root, asan_tests, guest, progress, result)
+        run_asan(src, build_root, asan_tests, guest, result)
         bad = sum(1 for i in result.items[before:] if not i["ok"])
         result.summary += (f"; AddressSanitizer: {len(result.items) - before}"
                            f" cases, {bad} fail")

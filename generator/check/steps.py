@@ -1,8 +1,8 @@
 """The check steps.  Each takes the run's CheckRun and returns a
 StepResult; none prints or exits."""
 
+import logging
 import subprocess
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NotRequired, TypedDict
@@ -13,6 +13,8 @@ from generator.errors import CheckFailed
 from generator.output import patchfiles
 from generator.qemutree import BaseTree
 from generator.spec.model import Series
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -25,7 +27,6 @@ class CheckRun:
     src: Path                   # the clone the series is applied in
     patches: list[Path]         # the series' patch files, in order
     build_root: Path
-    progress: Callable[[str], None]
     guest: Path                 # kernel, busybox, UEFI image
     qtests: tuple[str, ...] = ()    # limit the qtest step to these tests
     asan: bool = False          # the qtest step's AddressSanitizer runs
@@ -39,14 +40,13 @@ class CheckRun:
         compiles there and its toolchain is installed (the Arm KVM code
         compiles only there)."""
         if self._builds is None:
-            self._builds = [qbuild.configure_native(self.src, self.build_root,
-                                                    self.progress)]
+            self._builds = [qbuild.configure_native(self.src, self.build_root)]
             if self.cross and qbuild.cross_available():
                 self._builds.append(qbuild.configure_cross(
-                    self.src, self.build_root, self.progress))
+                    self.src, self.build_root))
             elif self.cross:
-                self.progress("no aarch64 cross toolchain: the Arm KVM code "
-                              "is not compiled (run .ci/setup)")
+                logger.info("no aarch64 cross toolchain: the Arm KVM code "
+                            "is not compiled (run .ci/setup)")
         return self._builds
 
     def ensure_tip(self) -> None:
@@ -61,11 +61,11 @@ class CheckRun:
         series_c = patchfiles.touched_c_files(self.patches)
         native, *others = self.builds
         qbuild.ninja(native.dir, self.build_root, [qbuild.BINARY],
-                     native.env, self.progress)
+                     native.env)
         for b in others:
             objs = [o for objs in qbuild.object_targets(b.dir, series_c)
                     .values() for o in objs]
-            qbuild.ninja(b.dir, self.build_root, objs, b.env, self.progress)
+            qbuild.ninja(b.dir, self.build_root, objs, b.env)
         self.tip_built = True
 
 
@@ -98,10 +98,10 @@ class StepResult:
 
 def step_apply(run: CheckRun) -> StepResult:
     result = StepResult("apply")
-    patches, progress = run.patches, run.progress
+    patches = run.patches
     for patch, error in qbuild.apply_one_by_one(run.src, run.base.commit,
                                                 patches):
-        progress(f"apply: {patch.name}: {'FAILED' if error else 'ok'}")
+        logger.info(f"apply: {patch.name}: {'FAILED' if error else 'ok'}")
         if error:
             result.fail(patch.name, error)
         else:
@@ -116,7 +116,7 @@ def step_checkpatch(run: CheckRun) -> StepResult:
     except warnings the spec accepts with a reason (the spec's (regex,
     reason) pairs), which are reported."""
     result = StepResult("checkpatch")
-    src, patches, progress = run.src, run.patches, run.progress
+    src, patches = run.src, run.patches
     accepted = run.series.accepted_warnings
     script = src / "scripts" / "checkpatch.pl"
     errors = warnings = waived = 0
@@ -134,8 +134,8 @@ def step_checkpatch(run: CheckRun) -> StepResult:
         w = len(findings) - e - len(ok_findings)
         errors, warnings = errors + e, warnings + w
         waived += len(ok_findings)
-        progress(f"checkpatch: {patch.name}: {e} errors, {w} warnings"
-                 + (f", {len(ok_findings)} accepted" if ok_findings else ""))
+        logger.info(f"checkpatch: {patch.name}: {e} errors, {w} warnings"
+                    + (f", {len(ok_findings)} accepted" if ok_findings else ""))
         accepted_note = "".join(f"\n  accepted: {f} ({reasons[f]})"
                                 for f in ok_findings)
         if e or w or (proc.returncode != 0 and not ok_findings):
@@ -187,7 +187,7 @@ def step_bisect(run: CheckRun) -> StepResult:
     build everything at the tip."""
     result = StepResult("bisect")
     src, base, patches = run.src, run.base.commit, run.patches
-    builds, build_root, progress = run.builds, run.build_root, run.progress
+    builds, build_root = run.builds, run.build_root
     series_c = patchfiles.touched_c_files(patches)
     objects = {b.name: qbuild.object_targets(b.dir, series_c) for b in builds}
     deps = {b.name: _header_users(b.dir, [o for objs in objects[b.name]
@@ -214,7 +214,7 @@ def step_bisect(run: CheckRun) -> StepResult:
                     targets += objs
             wanted[b.name] = targets
         count = sum(len(t) for t in wanted.values())
-        progress(f"bisect: {patch.name}: compiling {count} objects")
+        logger.info(f"bisect: {patch.name}: compiling {count} objects")
         failed = None
         for b in builds:
             if not wanted[b.name]:
@@ -233,10 +233,10 @@ def step_bisect(run: CheckRun) -> StepResult:
             break
         result.passed(patch.name, f"{count} objects compile")
     if result.ok:
-        progress("bisect: full build at the tip")
+        logger.info("bisect: full build at the tip")
         try:
             qbuild.ninja(builds[0].dir, build_root, [qbuild.BINARY],
-                         builds[0].env, progress)
+                         builds[0].env)
             qbuild.check_warnings(
                 build_root / f"ninja-{builds[0].dir.name}.log", series_c, src)
             result.passed("(tip)", f"{qbuild.BINARY} builds")
@@ -261,8 +261,8 @@ def step_invariants(run: CheckRun) -> StepResult:
     failed = 0
     for inv in series.invariants:
         problems = invariants.evaluate(ctx, inv)
-        run.progress(f"invariants: {inv.id}: "
-                     f"{'FAILED' if problems else 'ok'}")
+        logger.info(f"invariants: {inv.id}: "
+                    f"{'FAILED' if problems else 'ok'}")
         if problems:
             failed += 1
             result.fail(inv.id, "\n".join(problems))
@@ -282,7 +282,7 @@ def step_kvm(run: CheckRun) -> StepResult:
     from generator.kvm import nested, scenario
     result = StepResult("kvm")
     src, patches, builds = run.src, run.patches, run.builds
-    build_root, guest, progress = run.build_root, run.guest, run.progress
+    build_root, guest = run.build_root, run.guest
     if not qbuild.cross_available():
         result.skipped = True
         result.summary = ("not run: no aarch64 cross toolchain or arm64 "
@@ -290,22 +290,22 @@ def step_kvm(run: CheckRun) -> StepResult:
         return result
     kernel, busybox = host_files(guest)
     try:
-        inner = qbuild.build_kvm_host(src, build_root, patches, progress)
+        inner = qbuild.build_kvm_host(src, build_root, patches)
     except CheckFailed as e:
         result.fail("(kvm build)", e.msg)
         result.summary = "the KVM-only aarch64 build fails"
         return result
     host = nested.NestedHost(builds[0].dir / qbuild.BINARY, inner, kernel,
                              busybox, build_root / "nested")
-    outcome = scenario.run(host, progress)
+    outcome = scenario.run(host)
     for name, ok, message in outcome.stages:
-        progress(f"kvm: {name}: {'ok' if ok else 'FAILED'}")
+        logger.info(f"kvm: {name}: {'ok' if ok else 'FAILED'}")
         (result.passed if ok else result.fail)(name, message)
     figures = dict(outcome.figures)
     if outcome.ok:
-        figures.update(scenario.startup_figures(host, 7, progress))
+        figures.update(scenario.startup_figures(host, 7))
     for name, seconds in figures.items():
-        progress(f"kvm: {name}: {seconds:.2f} s")
+        logger.info(f"kvm: {name}: {seconds:.2f} s")
     result.figures = {k: round(v, 3) for k, v in figures.items()}
     passed = sum(1 for _, ok, _ in outcome.stages if ok)
     result.summary = (f"{passed}/{len(outcome.stages)} stages pass under "

@@ -6,7 +6,6 @@ from generator.commands.common import (
     QEMU_HELP,
     Subparsers,
     path_arg,
-    progress,
     qemu_arg,
     resolve_qemu,
 )
@@ -50,16 +49,16 @@ def run(args: argparse.Namespace) -> int:
     base = resolve_qemu(args)
     if args.cross:
         from generator.build.build import cross_build
-        objects = cross_build(base, args.series, args.build_dir, progress)
+        objects = cross_build(base, args.series, args.build_dir)
         for c_file, objs in objects.items():
             print(f"{c_file}: " + (" ".join(objs) if objs else
                                    "not built for an aarch64 KVM host"))
         return 0
     if args.kvm_host:
         from generator.build.build import kvm_host_build
-        print(kvm_host_build(base, args.series, args.build_dir, progress))
+        print(kvm_host_build(base, args.series, args.build_dir))
         return 0
-    binary = build(base, args.series, args.build_dir, progress,
+    binary = build(base, args.series, args.build_dir,
                    targets=args.target)
     print(binary)
     return 0

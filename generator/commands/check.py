@@ -2,6 +2,7 @@
 described once, in check/__init__.py STEP_HELP.)"""
 
 import argparse
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -13,10 +14,11 @@ from generator.commands.common import (
     add_spec_arguments,
     load_signed_series,
     path_arg,
-    progress,
     qemu_arg,
     resolve_qemu,
 )
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:   # imported where used: `--help` stays quick
     from generator.check.steps import StepResult
@@ -77,12 +79,11 @@ def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="gen-series-check-") as tmp:
         series_dir = args.series
         if series_dir is None:
-            progress(f"no --series: generating it from {args.spec}")
+            logger.info(f"no --series: generating it from {args.spec}")
             series_dir = Path(tmp) / "series"
-            generate(series, base, series_dir, progress)
+            generate(series, base, series_dir)
         results = pipeline.run(base, series_dir, build_root, series, steps,
-                               progress, args.guest, tuple(args.qtest),
-                               args.asan)
+                               args.guest, tuple(args.qtest), args.asan)
         if args.json:
             args.json.write_text(pipeline.to_json(results, base, series_dir))
     print_summary(results, base)

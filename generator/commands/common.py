@@ -1,5 +1,5 @@
-"""What the commands share: progress, the spec and --qemu arguments, the
-author.  Only the commands and cli import it."""
+"""What the commands share: the spec and --qemu arguments, the author.
+Only the commands and cli import it."""
 
 import argparse
 import logging
@@ -24,18 +24,8 @@ QEMU_HELP = ("the QEMU to target: a git work tree (only read), a release "
              "tarball, or a Debian .dsc (unpacked once into "
              "~/.cache/gen-series)")
 
-log = logging.getLogger("generator")
-
-
-def progress(msg: str) -> None:
-    """A progress line on stderr (cli.main sets up the logging; -q hides
-    it)."""
-    log.info(msg)
-
-
-def warn(msg: str) -> None:
-    """Something the user must know even with -q."""
-    log.warning(msg)
+# progress is logged (logger `generator.*`, INFO); cli.main prints it
+logger = logging.getLogger(__name__)
 
 
 def resolve_qemu(args: argparse.Namespace) -> "BaseTree":
@@ -44,10 +34,11 @@ def resolve_qemu(args: argparse.Namespace) -> "BaseTree":
     from generator.gitops import is_dirty
     from generator.qemutree import resolve_base
 
-    base = resolve_base(args.qemu, progress)
+    base = resolve_base(args.qemu)
     if Path(args.qemu).is_dir() and is_dirty(base.repo):
-        warn(f"--qemu {args.qemu} has uncommitted changes; the series is "
-             f"built from its HEAD ({base.commit[:12]}), without them")
+        logger.warning(f"--qemu {args.qemu} has uncommitted changes; the "
+                       f"series is built from its HEAD ({base.commit[:12]}), "
+                       "without them")
     return base
 
 

@@ -7,7 +7,6 @@ from generator.commands.common import (
     QEMU_HELP,
     Subparsers,
     existing,
-    progress,
 )
 
 
@@ -40,12 +39,12 @@ def run(args: argparse.Namespace) -> int:
     from generator.output.rangediff import compare, format_pairs, to_json
     from generator.qemutree import resolve_base
 
-    old = resolve_base(existing(args.qemu, "--qemu"), progress)
-    new = resolve_base(existing(args.new_qemu, "--new-qemu"), progress) \
+    old = resolve_base(existing(args.qemu, "--qemu"))
+    new = resolve_base(existing(args.new_qemu, "--new-qemu")) \
         if args.new_qemu else old
     for d in (args.old, args.new):
         existing(d, "series")
-    pairs = compare(old, args.old, new, args.new, progress)
+    pairs = compare(old, args.old, new, args.new)
     if args.json:
         args.json.write_text(to_json(pairs))
     print(format_pairs(pairs, f"{args.old} (QEMU {old.version})",

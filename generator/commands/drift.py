@@ -9,7 +9,6 @@ from generator.commands.common import (
     Subparsers,
     add_spec_arguments,
     existing,
-    progress,
 )
 
 
@@ -44,9 +43,9 @@ def run(args: argparse.Namespace) -> int:
     from generator.spec.model import load_series
 
     series = load_series(args.spec, args.templates)
-    old = resolve_base(existing(args.from_qemu, "--from"), progress)
-    new = resolve_base(existing(args.qemu, "--qemu"), progress)
-    report = compare(series, old, new, progress)
+    old = resolve_base(existing(args.from_qemu, "--from"))
+    new = resolve_base(existing(args.qemu, "--qemu"))
+    report = compare(series, old, new)
     if args.json:
         args.json.write_text(to_json(report))
     print(format_report(report), end="")

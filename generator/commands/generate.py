@@ -2,6 +2,7 @@
 
 import argparse
 import dataclasses
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -13,10 +14,11 @@ from generator.commands.common import (
     existing,
     load_signed_series,
     path_arg,
-    progress,
     qemu_arg,
     resolve_qemu,
 )
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:   # imported where used: `--help` stays quick
     from generator.qemutree import BaseTree
@@ -79,10 +81,10 @@ def run(args: argparse.Namespace) -> int:
     if args.version is not None:
         series = dataclasses.replace(series, version=args.version)
     base = resolve_qemu(args)
-    files = generate(series, base, out, progress,
+    files = generate(series, base, out,
                      finish=finish_series(args, series, base, out))
-    progress(f"wrote {len(files)} files for QEMU {base.version} "
-             f"into {out}")
+    logger.info(f"wrote {len(files)} files for QEMU {base.version} "
+                f"into {out}")
     for f in files:
         print(f)
     return 0
@@ -102,25 +104,24 @@ def finish_series(args: argparse.Namespace, series: "Series",
     if args.previous is not None:
         versions.check_previous(args.previous, series.version)
     previous_base = resolve_base(existing(args.previous_qemu,
-                                          "--previous-qemu"), progress) \
+                                          "--previous-qemu")) \
         if args.previous_qemu else base
 
     def finish(files: dict[str, bytes]) -> dict[str, bytes]:
         if versioned:
             previous = args.previous
             if args.keep_version:
-                kept = versions.keep_previous(out, series.version, progress)
+                kept = versions.keep_previous(out, series.version)
                 previous = previous or kept
             files = versions.add_change_id(files, versions.series_change_id(
                 series, previous))
             if previous is not None:
-                progress(f"comparing with v{series.version - 1} in "
-                         f"{previous}")
+                logger.info(f"comparing with v{series.version - 1} in "
+                            f"{previous}")
                 files = versions.add_changes_section(
-                    files, previous, previous_base, base, series.version,
-                    progress)
+                    files, previous, previous_base, base, series.version)
         if args.to_maintainers:
-            progress(f"asking QEMU {base.version}'s get_maintainer.pl")
+            logger.info(f"asking QEMU {base.version}'s get_maintainer.pl")
             files = recipients.add_recipients(files, base)
         return files
     return finish

@@ -1,6 +1,7 @@
 """`gen-series tables`: the expected ACPI tables the series commits."""
 
 import argparse
+import logging
 
 from generator.commands.common import (
     QEMU_HELP,
@@ -9,10 +10,11 @@ from generator.commands.common import (
     add_guest_argument,
     add_spec_arguments,
     load_signed_series,
-    progress,
     qemu_arg,
     resolve_qemu,
 )
+
+logger = logging.getLogger(__name__)
 
 
 def add_parser(sub: Subparsers) -> None:
@@ -44,9 +46,9 @@ def run(args: argparse.Namespace) -> int:
     base = resolve_qemu(args)
     build_root = args.build_dir or cache_dir() / "builds" / base.version
     written = rebuild(series, base, build_root,
-                      args.guest or default_guest_dir(), progress)
-    progress(f"wrote {len(written)} files for QEMU {base.version}; "
-             "run `generate` to put them into the series")
+                      args.guest or default_guest_dir())
+    logger.info(f"wrote {len(written)} files for QEMU {base.version}; "
+                "run `generate` to put them into the series")
     for path in written:
         print(path)
     return 0

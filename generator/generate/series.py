@@ -6,6 +6,7 @@ their contents change.
 """
 
 import errno
+import logging
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +20,8 @@ from generator.output import outdir, patchfiles
 from generator.qemutree import BaseTree
 from generator.spec.model import Change, Patch, Series
 from generator.spec.templates import make_env
+
+logger = logging.getLogger(__name__)
 
 
 def _commit_message(series: Series, patch: Patch,
@@ -56,7 +59,6 @@ def validate(series: Series, files: list[Path],
 
 
 def generate(series: Series, base: BaseTree, out: Path,
-             progress: Callable[[str], None] = lambda msg: None,
              missing_data_ok: bool = False,
              finish: Callable[[dict[str, bytes]], dict[str, bytes]]
              | None = None) -> list[Path]:
@@ -72,7 +74,7 @@ def generate(series: Series, base: BaseTree, out: Path,
     try:
         with tempfile.TemporaryDirectory(prefix="gen-series-") as tmp:
             written, tracker = _render_series(series, base, Path(tmp), env,
-                                              progress, missing_data_ok)
+                                              missing_data_ok)
             if finish:
                 written = finish(written)
             # the map reads the patches as they are written, headers too
@@ -93,10 +95,9 @@ class _Committer(walk.Visitor):
     commit; the provenance.Tracker follows every line."""
 
     def __init__(self, series: Series, tree: walk.BaseFiles,
-                 env: jinja2.Environment, release: str,
-                 progress: Callable[[str], None]):
+                 env: jinja2.Environment, release: str):
         self.series, self.tree, self.env = series, tree, env
-        self.release, self.progress = release, progress
+        self.release = release
         self.commits: list[tuple[str, dict[str, tuple[int, bytes]]]] = []
         self.applied: list[tuple[Patch, set[str]]] = []
         self.changed: set[str] = set()
@@ -109,8 +110,8 @@ class _Committer(walk.Visitor):
                          if p.when is None or p.when.holds(facts))
 
     def begin_patch(self, patch: Patch) -> None:
-        self.progress(f"[{len(self.commits) + 1}/{self.total}] "
-                      f"{patch.subject}")
+        logger.info(f"[{len(self.commits) + 1}/{self.total}] "
+                    f"{patch.subject}")
 
     def before_change(self, patch: Patch, change: Change) -> None:
         self.before = self.tracker.lines(self.tree.root / change.file,
@@ -143,14 +144,14 @@ class _Committer(walk.Visitor):
 
 
 def _render_series(series: Series, base: BaseTree, tmp: Path,
-                   env: jinja2.Environment, progress: Callable[[str], None],
+                   env: jinja2.Environment,
                    missing_data_ok: bool
                    ) -> tuple[dict[str, bytes], provenance.Tracker]:
     """The series' files {name: bytes}, made in the scratch dir `tmp`, and
     the provenance.Tracker that followed its lines."""
-    progress(f"reading the QEMU {base.version} base")
+    logger.info(f"reading the QEMU {base.version} base")
     tree = walk.read_base(series, base, tmp)
-    committer = _Committer(series, tree, env, base.version, progress)
+    committer = _Committer(series, tree, env, base.version)
     walk.walk(series, base, tree, env, committer,
               missing_data_ok=missing_data_ok)
     tip = gitops.write_commits(tree.repo, base.commit, committer.commits,

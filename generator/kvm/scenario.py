@@ -5,6 +5,7 @@ Each stage is a named check with a message saying what was seen; the
 `kvm` step of `gen-series check` and the tests report them as they are.
 """
 
+import logging
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -12,6 +13,8 @@ from typing import Callable
 
 from generator.kvm.nested import InnerRun, NestedHost, read_mailbox
 from generator.kvm.qmp import JsonObject, Qmp, QmpError
+
+logger = logging.getLogger(__name__)
 
 MAGIC = 0x314c504d564b5347          # payload.S slot 0: "GSKVMPL1"
 DENIED = -3                         # PSCI_RET_DENIED
@@ -171,7 +174,7 @@ def _drive(qmp: Qmp, out: Outcome) -> None:
               f"{later.sweeps - box.sweeps} sweeps: {describe(later, 2)}")
 
 
-def run(host: NestedHost, progress: Callable[[str], None]) -> Outcome:
+def run(host: NestedHost) -> Outcome:
     """The whole scenario, then the start-up figures."""
     out = Outcome()
     start = time.monotonic()
@@ -182,7 +185,7 @@ def run(host: NestedHost, progress: Callable[[str], None]) -> Outcome:
         except QmpError as e:
             out.check("qmp", False, f"a QMP command failed: {e.desc}")
 
-    progress(f"kvm: {SMP} under KVM on the emulated Arm host")
+    logger.info(f"kvm: {SMP} under KVM on the emulated Arm host")
     inner = host.run(inner_args(SMP), script)
     if not inner.started:
         out.check("start", False, "QEMU did not start under KVM (exit "
@@ -194,7 +197,6 @@ def run(host: NestedHost, progress: Callable[[str], None]) -> Outcome:
 
 
 def startup_figures(host: NestedHost, disabled: int,
-                    progress: Callable[[str], None],
                     runs: int = 3) -> dict[str, float]:
     """Seconds from the inner QEMU's start to its QMP greeting under KVM,
     with `disabled` pre-created disabled vCPUs against as many running:
@@ -202,7 +204,7 @@ def startup_figures(host: NestedHost, disabled: int,
     times: dict[str, list[float]] = {}
     for _ in range(runs):
         for smp in (f"cpus=1,disabledcpus={disabled}", str(disabled + 1)):
-            progress(f"kvm: start-up time, -smp {smp}")
+            logger.info(f"kvm: start-up time, -smp {smp}")
             inner = host.run(inner_args(smp))
             if inner.started:
                 times.setdefault(f"start-up -smp {smp}", []).append(

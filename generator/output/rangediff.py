@@ -13,11 +13,11 @@ pairs the patches.  A pair range-diff calls different is then told apart:
     dropped  only in the old series
 """
 
+import logging
 import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import unidiff
 
@@ -25,6 +25,8 @@ from generator import gitops
 from generator.errors import ToolError
 from generator.output import outdir, patchfiles
 from generator.qemutree import BaseTree
+
+logger = logging.getLogger(__name__)
 
 SUMMARY_RE = re.compile(r"^\s*(\d+|-):\s+(\S+) ([=!<>]) +(\d+|-):\s+(\S+) (.*)$")
 VERDICTS = {"=": "same", "<": "dropped", ">": "added"}
@@ -70,8 +72,8 @@ def essence(patch: Path) -> Essence:
     return message, files
 
 
-def compare(old: BaseTree, old_dir: Path, new: BaseTree, new_dir: Path,
-            progress: Callable[[str], None] = lambda msg: None) -> list[Pair]:
+def compare(old: BaseTree, old_dir: Path, new: BaseTree,
+            new_dir: Path) -> list[Pair]:
     """The pairs of patches of two series, in range-diff's order."""
     for series_dir, base in ((old_dir, old), (new_dir, new)):
         _check_base(series_dir, base)
@@ -79,11 +81,11 @@ def compare(old: BaseTree, old_dir: Path, new: BaseTree, new_dir: Path,
     new_files = patchfiles.series_files(Path(new_dir))
     with tempfile.TemporaryDirectory(prefix="gen-series-diff-") as tmp:
         repo = gitops.union_repo(Path(tmp), [old.repo, new.repo])
-        progress(f"committing {len(old_files)} patches onto QEMU "
-                 f"{old.version}")
+        logger.info(f"committing {len(old_files)} patches onto QEMU "
+                    f"{old.version}")
         old_tip = gitops.commit_patches(repo, old.commit, old_files)
-        progress(f"committing {len(new_files)} patches onto QEMU "
-                 f"{new.version}")
+        logger.info(f"committing {len(new_files)} patches onto QEMU "
+                    f"{new.version}")
         new_tip = gitops.commit_patches(repo, new.commit, new_files)
         text = gitops.range_diff(repo, f"{old.commit}..{old_tip}",
                                  f"{new.commit}..{new_tip}")

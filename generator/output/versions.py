@@ -21,15 +21,17 @@ Everything here works on a rendered series, {file name: bytes}, after
 import dataclasses
 import difflib
 import hashlib
+import logging
 import re
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 from generator.errors import ToolError
 from generator.output import outdir, rangediff
 from generator.qemutree import BaseTree
 from generator.spec.model import Series
+
+logger = logging.getLogger(__name__)
 
 CHANGE_ID_RE = re.compile(r"^change-id: (\S+)$", re.M)
 BASE_COMMIT_RE = re.compile(r"^base-commit: \S+\n", re.M)
@@ -88,8 +90,7 @@ def archive_dir(out: Path, version: int) -> Path:
     return out.with_name(f"{out.name}.v{version}")
 
 
-def keep_previous(out: Path, version: int,
-                  progress: Callable[[str], None]) -> Path | None:
+def keep_previous(out: Path, version: int) -> Path | None:
     """Copy the older version of the series in `out` to `out.vK/`; return
     the directory holding version `version - 1`, if there is one.
 
@@ -112,12 +113,12 @@ def keep_previous(out: Path, version: int,
                 raise ToolError(f"--keep-version: {target} already holds "
                                 f"another v{kept} of the series; move it "
                                 "away and run again")
-            progress(f"keeping v{kept} in {target}")
+            logger.info(f"keeping v{kept} in {target}")
             outdir.replace_series(target, series)
     previous = archive_dir(out, version - 1)
     if cover_text(previous) is None:
-        progress(f"no v{version - 1} in {previous}: no 'Changes in "
-                 f"v{version}'")
+        logger.info(f"no v{version - 1} in {previous}: no 'Changes in "
+                    f"v{version}'")
         return None
     return previous
 
@@ -243,8 +244,7 @@ def insert_into_cover(files: dict[str, bytes],
 
 
 def changes_section(files: dict[str, bytes], previous_dir: Path,
-                    old_base: BaseTree, new_base: BaseTree, version: int,
-                    progress: Callable[[str], None] = lambda msg: None
+                    old_base: BaseTree, new_base: BaseTree, version: int
                     ) -> str:
     """"Changes in vN" of the series `files` against the series in
     `previous_dir` (made on `old_base`)."""
@@ -253,16 +253,15 @@ def changes_section(files: dict[str, bytes], previous_dir: Path,
         for name, data in files.items():
             (new_dir / name).write_bytes(data)
         pairs = rangediff.compare(old_base, Path(previous_dir), new_base,
-                                  new_dir, progress)
+                                  new_dir)
         return format_changes(pairs, Path(previous_dir), new_dir, version)
 
 
 def add_changes_section(files: dict[str, bytes], previous_dir: Path,
-                        old_base: BaseTree, new_base: BaseTree, version: int,
-                        progress: Callable[[str], None] = lambda msg: None
+                        old_base: BaseTree, new_base: BaseTree, version: int
                         ) -> dict[str, bytes]:
     return insert_into_cover(files, changes_section(
-        files, previous_dir, old_base, new_base, version, progress))
+        files, previous_dir, old_base, new_base, version))
 
 
 def check_previous(previous: Path, version: int) -> None:

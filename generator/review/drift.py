@@ -20,9 +20,10 @@ the file, the lines most like what the anchor matched on the old release.
 
 import dataclasses
 import difflib
+import logging
 import re
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypedDict
@@ -33,6 +34,8 @@ from generator.qemutree import BaseTree
 from generator.source import SourceInfo
 from generator.spec.model import Anchor, Series
 from generator.spec.templates import make_env
+
+logger = logging.getLogger(__name__)
 
 FAILING = ("missing", "ambiguous", "failed")
 CANDIDATES = 3          # nearest candidates listed per anchor
@@ -218,8 +221,7 @@ def placement(outcome: walk.Outcome) -> Placement:
     return Placement("failed", outcome.reason)
 
 
-def walk_release(series: Series, base: BaseTree,
-              progress: Callable[[str], None] = lambda msg: None) -> Walk:
+def walk_release(series: Series, base: BaseTree) -> Walk:
     """Apply the spec to `base` as `generate` does (the same walk), but go
     on after a change fails.  Returns (probe facts, change id -> Placement,
     problems that are not a change's: a probe's file missing, a message
@@ -227,7 +229,7 @@ def walk_release(series: Series, base: BaseTree,
     env = make_env(series.templates)
     with tempfile.TemporaryDirectory(prefix="gen-series-drift-") as tmp:
         tree = walk.read_base(series, base, Path(tmp))
-        progress(f"walking the spec on QEMU {base.version}")
+        logger.info(f"walking the spec on QEMU {base.version}")
         visitor = _Placements()
         done = walk.walk(series, base, tree, env, visitor, keep_going=True)
     return done.facts, visitor.placements, done.problems
@@ -235,10 +237,9 @@ def walk_release(series: Series, base: BaseTree,
 
 # ---- two trees -------------------------------------------------------------
 
-def compare(series: Series, old: BaseTree, new: BaseTree,
-            progress: Callable[[str], None] = lambda msg: None) -> Report:
-    return compare_walks(series, old, walk_release(series, old, progress),
-                         new, walk_release(series, new, progress))
+def compare(series: Series, old: BaseTree, new: BaseTree) -> Report:
+    return compare_walks(series, old, walk_release(series, old),
+                         new, walk_release(series, new))
 
 
 def compare_walks(series: Series, old: BaseTree, old_walk: Walk,
