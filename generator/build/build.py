@@ -25,7 +25,7 @@ from pathlib import Path
 
 from generator import gitops
 from generator.errors import CheckFailed, ToolError
-from generator.output.patchfiles import series_files, touched_c_files
+from generator.output.written import WrittenSeries, touched_c_files
 from generator.qemutree import BaseTree
 
 logger = logging.getLogger(__name__)
@@ -253,7 +253,8 @@ def build(base: BaseTree, series_dir: Path | None, build_root: Path,
 
 def _build(base: BaseTree, series_dir: Path | None, build_root: Path,
            targets: Sequence[str]) -> Path:
-    patches = series_files(series_dir) if series_dir else []
+    patches = list(WrittenSeries.read(series_dir).patches) if series_dir \
+        else []
     src = prepare_source(base, patches, build_root)
     native = configure_native(src, build_root)
     ninja(native.dir, build_root, [BINARY, *targets], native.env)
@@ -344,7 +345,7 @@ def configure_kvm_host(src: Path, build_root: Path) -> Build:
 def kvm_host_build(base: BaseTree, series_dir: Path, build_root: Path) -> Path:
     """Apply and build the KVM-only aarch64 binary; return its path."""
     build_root = build_root.resolve()
-    patches = series_files(series_dir)
+    patches = list(WrittenSeries.read(series_dir).patches)
     with exclusive(build_root):
         src = prepare_source(base, patches, build_root)
         return build_kvm_host(src, build_root, patches)
@@ -366,7 +367,7 @@ def cross_build(base: BaseTree, series_dir: Path,
     changes that such a build compiles; return {file: [objects]}."""
     build_root = build_root.resolve()
     require_cross()
-    patches = series_files(series_dir)
+    patches = list(WrittenSeries.read(series_dir).patches)
     with exclusive(build_root):
         src = prepare_source(base, patches, build_root)
         cross = configure_cross(src, build_root)

@@ -18,7 +18,7 @@ from pycparser import c_ast
 
 from generator import csyntax, gitops
 from generator.check import cparse
-from generator.output import patchfiles
+from generator.output import written
 from generator.spec.model import Invariant
 
 
@@ -232,7 +232,7 @@ def check_declarations_defined_and_documented(ctx: Context,
     exempt = inv.params.get("undocumented", [])
     for patch_file, sha in ctx.commits:
         patch = patch_file.name
-        for path, lines in patchfiles.parse(patch_file).added.items():
+        for path, lines in written.parse(patch_file).added.items():
             if not path.endswith(".h"):
                 continue
             text = _show(ctx, sha, path)
@@ -261,7 +261,7 @@ def check_added_functions_used(ctx: Context, inv: Invariant) -> list[str]:
     problems = []
     for patch_file, sha in ctx.commits:
         patch = patch_file.name
-        for path, lines in patchfiles.parse(patch_file).added.items():
+        for path, lines in written.parse(patch_file).added.items():
             if not path.endswith((".c", ".h")):
                 continue
             text = _show(ctx, sha, path)

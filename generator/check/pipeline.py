@@ -25,7 +25,7 @@ from generator.check.steps import (
 )
 from generator.errors import GenError
 from generator.guest import default_dir as default_guest_dir
-from generator.output import patchfiles
+from generator.output.written import WrittenSeries
 from generator.qemutree import BaseTree
 from generator.spec.model import Series
 
@@ -60,7 +60,7 @@ def run(base: BaseTree, series_dir: Path, build_root: Path, series: Series,
     build_root = build_root.resolve()
     if "invariants" in steps:
         cparse.gnu_parser_class()    # a broken parser install: exit 2 now
-    patches = patchfiles.series_files(series_dir)
+    patches = list(WrittenSeries.read(series_dir).patches)
     with qbuild.exclusive(build_root):
         return _run_steps(base, series, patches, build_root, steps,
                           guest, qtests, asan)

@@ -21,7 +21,7 @@ from pathlib import Path
 from generator.build import build as qbuild
 from generator.build import qtests
 from generator.check.steps import CheckRun, StepResult
-from generator.output import patchfiles
+from generator.output import written
 from generator.qemutree import BaseTree
 
 logger = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ def series_qtests(patches: list[Path]) -> tuple[str, ...]:
     """qtests the series itself adds (new tests/qtest/*-test.c files)."""
     names = []
     for patch in patches:
-        for path in patchfiles.changed_files(patch):
+        for path in written.changed_files(patch):
             m = re.fullmatch(r"tests/qtest/([\w-]+-test)\.c", path)
             if m and m[1] not in QTESTS and m[1] not in names:
                 names.append(m[1])

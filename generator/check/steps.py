@@ -10,7 +10,7 @@ from typing import NotRequired, TypedDict
 from generator import gitops
 from generator.build import build as qbuild
 from generator.errors import CheckFailed
-from generator.output import patchfiles
+from generator.output import written
 from generator.qemutree import BaseTree
 from generator.spec.model import Series
 
@@ -58,7 +58,7 @@ class CheckRun:
                                                 self.patches):
             if error:
                 raise CheckFailed(error)
-        series_c = patchfiles.touched_c_files(self.patches)
+        series_c = written.touched_c_files(self.patches)
         native, *others = self.builds
         qbuild.ninja(native.dir, self.build_root, [qbuild.BINARY],
                      native.env)
@@ -188,7 +188,7 @@ def step_bisect(run: CheckRun) -> StepResult:
     result = StepResult("bisect")
     src, base, patches = run.src, run.base.commit, run.patches
     builds, build_root = run.builds, run.build_root
-    series_c = patchfiles.touched_c_files(patches)
+    series_c = written.touched_c_files(patches)
     objects = {b.name: qbuild.object_targets(b.dir, series_c) for b in builds}
     deps = {b.name: _header_users(b.dir, [o for objs in objects[b.name]
                                           .values() for o in objs])
@@ -199,7 +199,7 @@ def step_bisect(run: CheckRun) -> StepResult:
         if error:
             result.fail(patch.name, error)
             break
-        touched = patchfiles.changed_files(patch)
+        touched = written.changed_files(patch)
         wanted: dict[str, list[str]] = {}
         for b in builds:
             targets: list[str] = []

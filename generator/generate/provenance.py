@@ -29,13 +29,10 @@ from pathlib import Path
 import jinja2
 import unidiff
 
-from generator.output.outdir import sha256
+from generator.output.outdir import MAP_FORMAT, sha256
 from generator.source import SourceInfo
 from generator.spec.model import Change, Patch, Series
 from generator.spec.templates import render_string
-
-MAP_NAME = "series-map.json"
-MAP_FORMAT = 1
 
 MARK = "\x1e{}\x1f"
 MARK_RE = re.compile("\x1e(\\d+)\x1f")

@@ -16,7 +16,8 @@ import jinja2
 from generator import gitops
 from generator.errors import CheckFailed, SpecError, ToolError
 from generator.generate import provenance, walk
-from generator.output import outdir, patchfiles
+from generator.output import outdir
+from generator.output.written import changed_files
 from generator.qemutree import BaseTree
 from generator.spec.model import Change, Patch, Series
 from generator.spec.templates import make_env
@@ -48,7 +49,7 @@ def validate(series: Series, files: list[Path],
              applied: list[tuple[Patch, set[str]]]) -> None:
     """Parse the series back: each patch non-empty, touching only its files."""
     for path, (patch, changed) in zip(files, applied, strict=True):
-        touched = patchfiles.changed_files(path)
+        touched = changed_files(path)
         if not touched:
             raise CheckFailed(f"{path.name}: empty patch for patch "
                               f"'{patch.id}'")
@@ -79,7 +80,7 @@ def generate(series: Series, base: BaseTree, out: Path,
                 written = finish(written)
             # the map reads the patches as they are written, headers too
             patches = sorted(n for n in written if n != outdir.COVER_LETTER)
-            written[provenance.MAP_NAME] = tracker.series_map(
+            written[outdir.MAP_NAME] = tracker.series_map(
                 [(n, written[n]) for n in patches])
             return outdir.replace_series(out, written)
     except OSError as e:

@@ -36,6 +36,9 @@ from generator.errors import ToolError
 # the files of a series: its patches and the map beside them (provenance.py)
 SERIES_FILE = re.compile(r"^(\d{4}-.*\.patch|series-map\.json)$")
 COVER_LETTER = "0000-cover-letter.patch"
+# each line's spec change and template line (generate/provenance.py)
+MAP_NAME = "series-map.json"
+MAP_FORMAT = 1
 MANIFEST = ".gen-series-manifest"
 STAGING_PREFIX = ".gen-series-staging-"
 JOURNAL = ".gen-series-commit"

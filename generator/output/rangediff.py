@@ -19,11 +19,10 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import unidiff
-
 from generator import gitops
 from generator.errors import ToolError
-from generator.output import outdir, patchfiles
+from generator.output import written
+from generator.output.written import WrittenSeries
 from generator.qemutree import BaseTree
 
 logger = logging.getLogger(__name__)
@@ -47,14 +46,10 @@ class Pair:
 
 def _check_base(series_dir: Path, base: BaseTree) -> None:
     """The series was made on `base` (the cover letter says on which)."""
-    cover = Path(series_dir) / outdir.COVER_LETTER
-    if not cover.is_file():
-        return
-    found = re.search(r"^base-commit: ([0-9a-f]+)$",
-                      cover.read_text(encoding="utf-8"), re.MULTILINE)
-    if found and found.group(1) != base.commit:
+    made_on = WrittenSeries.at(series_dir).base_commit
+    if made_on and made_on != base.commit:
         raise ToolError(f"{series_dir}: made on base-commit "
-                        f"{found.group(1)[:12]}, but {base.origin} is "
+                        f"{made_on[:12]}, but {base.origin} is "
                         f"{base.commit[:12]} (QEMU {base.version})")
 
 
@@ -64,12 +59,7 @@ def essence(patch: Path) -> Essence:
     text = patch.read_text(encoding="utf-8")
     head = NUMBERING_RE.sub("Subject: ", text.split("\n---\n", 1)[0])
     message = head[head.find("Subject: "):]
-    files = tuple((f.path, tuple(line.value for h in f for line in h
-                                 if line.is_removed),
-                   tuple(line.value for h in f for line in h
-                         if line.is_added))
-                  for f in unidiff.PatchSet(text))
-    return message, files
+    return message, written.parse(patch).lines
 
 
 def compare(old: BaseTree, old_dir: Path, new: BaseTree,
@@ -77,8 +67,8 @@ def compare(old: BaseTree, old_dir: Path, new: BaseTree,
     """The pairs of patches of two series, in range-diff's order."""
     for series_dir, base in ((old_dir, old), (new_dir, new)):
         _check_base(series_dir, base)
-    old_files = patchfiles.series_files(Path(old_dir))
-    new_files = patchfiles.series_files(Path(new_dir))
+    old_files = list(WrittenSeries.read(old_dir).patches)
+    new_files = list(WrittenSeries.read(new_dir).patches)
     with tempfile.TemporaryDirectory(prefix="gen-series-diff-") as tmp:
         repo = gitops.union_repo(Path(tmp), [old.repo, new.repo])
         logger.info(f"committing {len(old_files)} patches onto QEMU "

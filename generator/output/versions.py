@@ -28,15 +28,14 @@ from pathlib import Path
 
 from generator.errors import ToolError
 from generator.output import outdir, rangediff
+from generator.output.written import WrittenSeries
 from generator.qemutree import BaseTree
 from generator.spec.model import Series
 
 logger = logging.getLogger(__name__)
 
-CHANGE_ID_RE = re.compile(r"^change-id: (\S+)$", re.M)
 BASE_COMMIT_RE = re.compile(r"^base-commit: \S+\n", re.M)
 SUBJECT_RE = re.compile(r"^Subject: (.*(?:\n .*)*)", re.M)
-VERSION_RE = re.compile(r"^\[[^\]]*\bv(\d+)\b[^\]]*\]")
 # format-patch's shortlog: "Author Name (N):", then the subjects indented
 SHORTLOG_RE = re.compile(r"^\S.* \(\d+\):\n(?:  .*\n)+", re.M)
 
@@ -50,24 +49,6 @@ def make_change_id(name: str, date: str) -> str:
     slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:40]
     digest = hashlib.sha256(name.encode()).hexdigest()[:12]
     return f"{date[:10].replace('-', '')}-{slug}-{digest}"
-
-
-def cover_text(series_dir: Path) -> str | None:
-    cover = Path(series_dir) / outdir.COVER_LETTER
-    return cover.read_text(encoding="utf-8") if cover.is_file() else None
-
-
-def change_id_of(cover: str) -> str | None:
-    found = CHANGE_ID_RE.search(cover)
-    return found.group(1) if found else None
-
-
-def version_of(cover: str) -> int:
-    """The version a cover letter's subject carries (`[PATCH v3 0/5]`);
-    1 without one, as git format-patch writes v1."""
-    subject = SUBJECT_RE.search(cover)
-    found = subject and VERSION_RE.match(subject.group(1).replace("\n", ""))
-    return int(found.group(1)) if found else 1
 
 
 def add_change_id(files: dict[str, bytes],
@@ -99,9 +80,8 @@ def keep_previous(out: Path, version: int) -> Path | None:
     replaced: a kept version is not rewritten."""
     if version == 1:
         return None
-    cover = cover_text(out)
-    if cover is not None:
-        kept = version_of(cover)
+    kept = WrittenSeries.at(out).version
+    if kept is not None:
         if kept < version:
             series = {p.name: p.read_bytes() for p in sorted(out.iterdir())
                       if outdir.SERIES_FILE.match(p.name)}
@@ -116,7 +96,7 @@ def keep_previous(out: Path, version: int) -> Path | None:
             logger.info(f"keeping v{kept} in {target}")
             outdir.replace_series(target, series)
     previous = archive_dir(out, version - 1)
-    if cover_text(previous) is None:
+    if WrittenSeries.at(previous).cover is None:
         logger.info(f"no v{version - 1} in {previous}: no 'Changes in "
                     f"v{version}'")
         return None
@@ -266,11 +246,11 @@ def add_changes_section(files: dict[str, bytes], previous_dir: Path,
 
 def check_previous(previous: Path, version: int) -> None:
     """--previous names an older version of the series."""
-    cover = cover_text(previous)
-    if cover is None:
+    found = WrittenSeries.at(previous).version
+    if found is None:
         raise ToolError(f"--previous {previous}: no {outdir.COVER_LETTER} there")
-    if version_of(cover) >= version:
-        raise ToolError(f"--previous {previous}: it is v{version_of(cover)} "
+    if found >= version:
+        raise ToolError(f"--previous {previous}: it is v{found} "
                         f"and the new series v{version}: give the new "
                         "version with -v")
 
@@ -278,6 +258,5 @@ def check_previous(previous: Path, version: int) -> None:
 def series_change_id(series: Series, previous: Path | None) -> str:
     """The previous version's change-id, so that it stays what was sent;
     else the one the spec makes."""
-    cover = cover_text(previous) if previous is not None else None
-    return (cover and change_id_of(cover)) or \
+    return (previous and WrittenSeries.at(previous).change_id) or \
         make_change_id(series.name, series.date)

@@ -5,7 +5,6 @@ writes beside the series (provenance.py); its paths are relative to the
 project, as the spec's own error messages show them.
 """
 
-import json
 import os
 import re
 from collections.abc import Callable, Sequence
@@ -14,8 +13,8 @@ from pathlib import Path
 from typing import Literal, NotRequired, TypedDict, overload
 
 from generator.errors import CheckFailed, ToolError
-from generator.generate.provenance import MAP_FORMAT, MAP_NAME
-from generator.output.outdir import COVER_LETTER, sha256
+from generator.output.outdir import COVER_LETTER, MAP_NAME, sha256
+from generator.output.written import WrittenSeries
 
 
 class PatchEntry(TypedDict):
@@ -68,17 +67,7 @@ class SeriesMap:
 
 
 def load(series_dir: Path) -> SeriesMap:
-    path = series_dir / MAP_NAME
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ToolError(f"--series {series_dir}: no {MAP_NAME}: generate "
-                        "the series again (generate writes it)")
-    except (OSError, ValueError) as e:
-        raise ToolError(f"{path}: unreadable: {e}")
-    if not isinstance(data, dict) or data.get("format") != MAP_FORMAT:
-        raise ToolError(f"{path}: not a series map of format {MAP_FORMAT}: "
-                        "generate the series again")
+    data = WrittenSeries.at(series_dir).series_map
     return SeriesMap(series_dir, data["patches"], data["changes"],
                      data["files"])
 
@@ -118,7 +107,7 @@ def explain_line(smap: SeriesMap, what: str, number: int) -> list[str]:
     """The lines `explain PATCH:LINE` prints."""
     name = patch_name(smap, what)
     if name == COVER_LETTER:
-        text = (smap.dir / name).read_text(encoding="utf-8").split("\n")
+        text = (WrittenSeries.at(smap.dir).cover or "").split("\n")
         _in_range(name, text, number)
         return [f"{name}:{number}: {text[number - 1]}",
                 "the cover letter: the spec's `series: cover:` and the "

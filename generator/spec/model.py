@@ -240,9 +240,9 @@ def _check_change(node: Data, patch_id: str, probes: Mapping[str, Probe],
                   templates: Path, seen: dict[str, SourceInfo],
                   at: SourceInfo) -> Change:
     if isinstance(node, Node) and isinstance(node.get("id"), str):
-        in_item(node, f"change '{node['id']}' of patch '{patch_id}'")
+        node = in_item(node, f"change '{node['id']}' of patch '{patch_id}'")
     else:
-        in_item(node, f"a change of patch '{patch_id}'", at)
+        node = in_item(node, f"a change of patch '{patch_id}'", at)
     check_keys(node, "a change", ("id", "file", "action"),
                 ("anchor", "template", "params", "when", "source"))
     item = node.info.item
@@ -304,7 +304,7 @@ def _check_patch(node: Data, probes: Mapping[str, Probe], templates: Path,
                  seen_changes: dict[str, SourceInfo],
                  at: SourceInfo) -> Patch:
     if isinstance(node, Node) and isinstance(node.get("id"), str):
-        in_item(node, f"patch '{node['id']}'")
+        node = in_item(node, f"patch '{node['id']}'")
     check_keys(node, "a patch", ("id", "subject", "message", "changes"),
                 ("when", "message-template"), at)
     patch_id = check_id(node, "id", seen_patches, "patch")
@@ -335,7 +335,7 @@ def _check_probes(node: Node) -> dict[str, Probe]:
                             raw.key_info[name])
         if not isinstance(body, Node):
             raise SpecError(f"{item} must be a mapping", raw.key_info[name])
-        in_item(body, item)
+        body = in_item(body, item)
         check_keys(body, item, ("file", "anchor"))
         probes[name] = Probe(name, tree_path(body, "file"),
                              _check_anchor(body["anchor"], item,
@@ -382,7 +382,7 @@ def with_identity(series: "Series", identity: str) -> "Series":
 
 
 def _check_series_meta(node: Data, at: SourceInfo) -> SeriesMeta:
-    in_item(node, "series", at)
+    node = in_item(node, "series", at)
     for key in ("author", "signed-off-by"):
         if key in node:
             raise SpecError(
@@ -411,7 +411,7 @@ def _check_invariant(node: Data, params: Mapping[str, Data],
                      seen: dict[str, SourceInfo], env: jinja2.Environment,
                      at: SourceInfo) -> Invariant:
     if isinstance(node, Node) and isinstance(node.get("id"), str):
-        in_item(node, f"invariant '{node['id']}'")
+        node = in_item(node, f"invariant '{node['id']}'")
     if not isinstance(node, Node):
         raise SpecError("an invariant must be a mapping", at)
     ident = check_id(node, "id", seen, "invariant")
@@ -498,7 +498,7 @@ def _check_accepted_warnings(
         if not isinstance(node, Node):
             raise SpecError(f"'{key}' lists mappings with 'match' and "
                             "'reason'", top.key_info[key])
-        in_item(node, f"accepted checkpatch warning '{node.get('match')}'")
+        node = in_item(node, f"accepted checkpatch warning '{node.get('match')}'")
         check_keys(node, "an accepted warning", ("match", "reason"))
         try:
             pattern = re.compile(string(node, "match"))

@@ -92,15 +92,23 @@ def tree_path(node: Node, key: str) -> str:
     return text
 
 
+def located(node: Node, info: SourceInfo) -> Node:
+    """A copy of the mapping `node` located at `info` (the loaded one
+    keeps its own: source info is never changed)."""
+    copy = Node(node)
+    copy.info, copy.key_info = info, node.key_info
+    return copy
+
+
 def in_item(node: Data, item: str | None,
-        at: SourceInfo | None = None) -> Node:
-    """Tag a mapping (for messages) with the spec item it describes; `at`
-    locates a value that is not a mapping."""
+            at: SourceInfo | None = None) -> Node:
+    """The mapping `node`, its messages naming the spec item it describes
+    (a copy: use the result); `at` locates a value that is not a
+    mapping."""
     if not isinstance(node, Node):
         raise SpecError(f"{item} must be a mapping",
                         SourceInfo(at.file, at.line) if at else None)
-    node.info = node.info.at(item=item)
-    return node
+    return located(node, node.info.at(item=item))
 
 
 def check_id(node: Node, key: str, seen: dict[str, SourceInfo],
@@ -117,13 +125,13 @@ def check_id(node: Node, key: str, seen: dict[str, SourceInfo],
 
 
 def mapping(node: Node, key: str) -> Node:
-    value = node.get(key, Node())
+    """`node[key]`, a mapping in `node`'s item; an empty one if absent."""
+    if key not in node:
+        return located(Node(), node.info)
+    value = node[key]
     if not isinstance(value, Node):
         raise SpecError(f"'{key}' must be a mapping", key_at(node, key))
-    if not hasattr(value, "info"):     # the empty default
-        value.info, value.key_info = node.info, {}
-    value.info = value.info.at(item=node.info.item)
-    return value
+    return located(value, value.info.at(item=node.info.item))
 
 
 def expression(node: Node, key: str) -> None:

@@ -1,0 +1,187 @@
+"""A written series read back (b4's LoreSeries): one object for what
+`generate` wrote into a directory.
+
+`WrittenSeries` holds its patches in order, its cover letter and what
+that says (base commit, version, change-id), and series-map.json (the
+spec change behind each line); `build`, `check`, `diff`, the versions
+and `explain` read a series through it.  Each patch file is parsed once
+per file version (unidiff): which files it changes, which lines it adds
+and removes.
+"""
+
+import json
+import re
+from dataclasses import dataclass
+from functools import cached_property, lru_cache
+from pathlib import Path
+from typing import Any
+
+import unidiff
+
+from generator.errors import CheckFailed, ToolError
+from generator.output.outdir import COVER_LETTER, JOURNAL, MAP_FORMAT, MAP_NAME
+
+SUBJECT_NUMBER = re.compile(r"^Subject: \[[^\]]*?\b(\d+)/(\d+)\]", re.M)
+BASE_COMMIT_RE = re.compile(r"^base-commit: ([0-9a-f]+)$", re.M)
+CHANGE_ID_RE = re.compile(r"^change-id: (\S+)$", re.M)
+SUBJECT_RE = re.compile(r"^Subject: (.*(?:\n .*)*)", re.M)
+VERSION_RE = re.compile(r"^\[[^\]]*\bv(\d+)\b[^\]]*\]")
+
+
+@dataclass(frozen=True)
+class PatchFile:
+    path: Path
+    files: tuple[str, ...]  # every file the patch changes, in diff order
+    kept: tuple[str, ...]   # those it does not delete
+    added: dict[str, frozenset[int]]    # file -> added line numbers
+    # per file in diff order: (file, lines removed, lines added), the
+    # lines' text without where they are
+    lines: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = ()
+
+
+def parse(path: Path) -> PatchFile:
+    """The parsed patch at `path` (re-read when the file changes)."""
+    stat = Path(path).stat()
+    return _parse(Path(path).resolve(), stat.st_mtime_ns, stat.st_size)
+
+
+@lru_cache(maxsize=256)
+def _parse(path: Path, mtime_ns: int, size: int) -> PatchFile:
+    diff = unidiff.PatchSet.from_filename(str(path), encoding="utf-8")
+    return PatchFile(
+        path,
+        tuple(pf.path for pf in diff),
+        tuple(pf.path for pf in diff if not pf.is_removed_file),
+        {pf.path: frozenset(line.target_line_no for hunk in pf
+                            for line in hunk if line.is_added
+                            and line.target_line_no is not None)
+         for pf in diff},
+        tuple((pf.path, tuple(line.value for h in pf for line in h
+                              if line.is_removed),
+               tuple(line.value for h in pf for line in h if line.is_added))
+              for pf in diff))
+
+
+def changed_files(patch: Path, with_removed: bool = True) -> list[str]:
+    """The files one patch changes (without those it deletes)."""
+    parsed = parse(patch)
+    return list(parsed.files if with_removed else parsed.kept)
+
+
+def touched_c_files(patches: list[Path]) -> list[str]:
+    """The C files a series changes, in order."""
+    files = []
+    for patch in patches:
+        for path in changed_files(patch, with_removed=False):
+            if path.endswith(".c") and path not in files:
+                files.append(path)
+    return files
+
+
+def version_of(cover: str) -> int:
+    """The version a cover letter's subject carries (`[PATCH v3 0/5]`);
+    1 without one, as git format-patch writes v1."""
+    subject = SUBJECT_RE.search(cover)
+    found = subject and VERSION_RE.match(subject.group(1).replace("\n", ""))
+    return int(found.group(1)) if found else 1
+
+
+@dataclass(frozen=True)
+class WrittenSeries:
+    """A series directory as `generate` wrote it."""
+    dir: Path
+    patches: tuple[Path, ...]   # in order, the cover letter apart
+    cover: str | None           # the cover letter's text, if there is one
+
+    @classmethod
+    def at(cls, series_dir: Path) -> "WrittenSeries":
+        """Whatever `series_dir` holds (nothing, if it is not there): for
+        a directory that may or may not hold a series."""
+        series_dir = Path(series_dir)
+        cover = series_dir / COVER_LETTER
+        return cls(series_dir, tuple(sorted(
+            p for p in series_dir.glob("[0-9][0-9][0-9][0-9]-*.patch")
+            if p.name != COVER_LETTER)),
+            cover.read_text(encoding="utf-8") if cover.is_file() else None)
+
+    @classmethod
+    def read(cls, series_dir: Path) -> "WrittenSeries":
+        """The series in `series_dir`, which must be there and whole."""
+        series_dir = Path(series_dir)
+        if not series_dir.is_dir():
+            raise ToolError(f"--series {series_dir}: no such directory")
+        if (series_dir / JOURNAL).exists():
+            raise ToolError(f"--series {series_dir}: a generate was "
+                            "interrupted while replacing this series: run "
+                            "it again")
+        series = cls.at(series_dir)
+        if not series.patches:
+            raise ToolError(f"--series {series_dir}: no NNNN-*.patch files")
+        check_whole(series_dir, list(series.patches))
+        return series
+
+    @property
+    def base_commit(self) -> str | None:
+        found = BASE_COMMIT_RE.search(self.cover or "")
+        return found.group(1) if found else None
+
+    @property
+    def version(self) -> int | None:
+        """The version its cover letter says (None without one)."""
+        return version_of(self.cover) if self.cover is not None else None
+
+    @property
+    def change_id(self) -> str | None:
+        found = CHANGE_ID_RE.search(self.cover or "")
+        return found.group(1) if found else None
+
+    @cached_property
+    def series_map(self) -> dict[str, Any]:
+        """series-map.json (generate writes it beside the series), checked
+        to be one of this format."""
+        path = self.dir / MAP_NAME
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ToolError(f"--series {self.dir}: no {MAP_NAME}: generate "
+                            "the series again (generate writes it)")
+        except (OSError, ValueError) as e:
+            raise ToolError(f"{path}: unreadable: {e}")
+        if not isinstance(data, dict) or data.get("format") != MAP_FORMAT:
+            raise ToolError(f"{path}: not a series map of format "
+                            f"{MAP_FORMAT}: generate the series again")
+        return data
+
+    def spec_patch(self, name: str) -> str | None:
+        """The spec's id of the patch file `name`, from the map (None
+        without a map, or for a file it does not know)."""
+        try:
+            entry = self.series_map["files"].get(name)
+        except ToolError:
+            return None
+        return entry.get("patch") if isinstance(entry, dict) else None
+
+    def c_files(self) -> list[str]:
+        """The C files the series changes, in order."""
+        return touched_c_files(list(self.patches))
+
+
+def check_whole(series_dir: Path, files: list[Path]) -> None:
+    """A series with a patch missing, or whose `[... NN/MM]` subjects (and
+    cover letter) disagree with its files, is not the series that was
+    written: fail naming what is wrong."""
+    numbers = [int(p.name[:4]) for p in files]
+    missing = sorted(set(range(1, max(numbers) + 1)) - set(numbers))
+    if missing or len(set(numbers)) != len(numbers):
+        what = (", ".join(f"{n:04d}" for n in missing) + " missing"
+                if missing else "two patches share a number")
+        raise CheckFailed(f"--series {series_dir}: the series is not whole: "
+                          f"{what}")
+    cover = series_dir / COVER_LETTER
+    for path in ([cover] if cover.is_file() else []) + files:
+        head = path.read_text(encoding="utf-8", errors="replace")
+        m = SUBJECT_NUMBER.search(head.split("\n\n", 1)[0])
+        if m and (int(m[1]) != int(path.name[:4]) or int(m[2]) != len(files)):
+            raise CheckFailed(
+                f"--series {series_dir}: {path.name} says {m[1]}/{m[2]}, "
+                f"but it is number {int(path.name[:4])} of {len(files)}")
