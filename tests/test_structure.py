@@ -129,6 +129,13 @@ def test_the_direction_test_finds_an_upward_import(monkeypatch):
         "generator.spec.model (1) imports generator.review.drift (7)"]
 
 
+def test_no_module_is_over_600_lines():
+    """The project's guideline: a module a newcomer can read whole."""
+    long = {name: n for name, path in MODULES.items()
+            if (n := len(path.read_text().splitlines())) > 600}
+    assert not long, long
+
+
 def test_generate_does_not_need_pycparser(tmp_path):
     """`generate` works with pycparser (a `check` dependency) unimportable."""
     qemu = make_git_tree(PROJECT / "tests" / "fixtures" / "minitree",
