@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from qemu_session import Qemu
 
-from generator import gitops
+from generator import gitops, paths
 
 PROJECT = Path(__file__).resolve().parent.parent
-SHARED = Path(os.environ.get("GEN_SERIES_SHARED", PROJECT.parent / "shared"))
+SHARED = Path(os.environ.get("GEN_SERIES_SHARED") or paths.SHARED)
 QEMU_SRC = SHARED / "qemu-src"
 
 # The QEMU releases the series targets: release -> Debian source package.
@@ -87,9 +87,8 @@ def release_dsc(release: str) -> Path:
     return dsc
 
 
-BUILD_ROOT = Path(os.environ.get("GEN_SERIES_BUILD_ROOT",
-                                 Path.home() / ".cache" / "gen-series" /
-                                 "builds"))
+BUILD_ROOT = Path(os.environ.get("GEN_SERIES_BUILD_ROOT") or
+                 paths.cache_dir() / "builds")
 
 
 @pytest.fixture(scope="session", params=list(RELEASES))
