@@ -129,6 +129,23 @@ def test_the_direction_test_finds_an_upward_import(monkeypatch):
         "generator.spec.model (1) imports generator.review.drift (7)"]
 
 
+def test_one_walk_of_the_spec():
+    """generate, drift and tables share generate/walk.py: no other module
+    renders a change, applies one or reads a base tree's files."""
+    walkers = {}
+    for name, path in MODULES.items():
+        text = path.read_text()
+        for needle in ("apply_change(", "read_files(",
+                       "from generator.spec.templates import render,",
+                       "from generator.spec.templates import render\n"):
+            if needle in text and not text.count(f"def {needle}"):
+                walkers.setdefault(needle, set()).add(name)
+    assert walkers == {"apply_change(": {"generator.generate.walk"},
+                       "read_files(": {"generator.generate.walk"},
+                       "from generator.spec.templates import render,":
+                           {"generator.generate.walk"}}
+
+
 def test_no_module_is_over_600_lines():
     """The project's guideline: a module a newcomer can read whole."""
     long = {name: n for name, path in MODULES.items()
