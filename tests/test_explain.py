@@ -11,10 +11,11 @@ from pathlib import Path
 import jinja2
 import pytest
 import unidiff
-from conftest import PROJECT, RELEASES, run_gen_series
+from conftest import PROJECT, RELEASES, patch_file, run_gen_series
 
 from generator.errors import GenError
 from generator.generate import provenance
+from generator.output import written
 from generator.review import explain
 
 TRACE = PROJECT / "tests" / "fixtures" / "trace"
@@ -267,3 +268,21 @@ def test_a_map_gen_series_did_not_write_is_not_replaced(minitree, tmp_path):
         "by gen-series: move it away (or remove it) and run again; nothing "
         "was written\n")
     assert [p.name for p in out.iterdir()] == ["series-map.json"]
+
+
+def test_the_map_names_the_changes_that_wrote_lines_of_a_file():
+    """What `check` adds to an invariant's failure: the spec changes that
+    wrote the function's lines in the patch git names (WrittenSeries
+    reads them from the map); none for a patch edited since."""
+    series = written.WrittenSeries.read(PROJECT / "patches" / "10.2.2")
+    patch = series.dir / patch_file(series.dir, "arm-kvm-create-host-vcpu")
+    added = written.parse(patch).added_at["target/arm/kvm.c"]
+    everything = range(min(added), max(added) + 1)
+    changes = series.changes_in(patch, "target/arm/kvm.c", everything)
+    assert changes and all(
+        series.series_map["changes"][c]["file"] == "target/arm/kvm.c"
+        for c in changes)
+    assert series.changes_in(patch, "target/arm/kvm.c", range(0)) == []
+    assert f"change '{changes[0]}' (specs/" in \
+        series.describe_changes(changes[:1])
+

@@ -19,6 +19,7 @@ from pycparser import c_ast
 from generator import csyntax, gitops
 from generator.check import cparse
 from generator.output import written
+from generator.output.written import WrittenSeries
 from generator.spec.model import Invariant
 
 
@@ -32,18 +33,40 @@ class Context:
     def git(self, *args: str, ok_codes: tuple[int, ...] = (0,)) -> str:
         return gitops.read(self.src, *args, ok_codes=ok_codes)
 
-    def patch_touching(self, path: str, function: str) -> str:
-        """The last patch of the series that changed `function`."""
+    def patch_touching(self, path: str, function: str) -> tuple[str, str]:
+        """The last patch of the series that changed `function`, and the
+        spec changes of it that wrote the function's lines there (from
+        the series' map; "" without one)."""
+        patch, sha = self._last_commit_touching(path, function)
+        if patch is None:
+            return "(no patch of the series)", ""
+        series = WrittenSeries.at(patch.parent)
+        changes = series.changes_in(
+            patch, path, _function_lines(_show(self, sha, path), function))
+        return patch.name, series.describe_changes(changes)
+
+    def _last_commit_touching(self, path: str,
+                              function: str) -> tuple[Path | None, str]:
+        """(patch file, commit) of the last patch that changed
+        `function`."""
         # git exits 128 when no commit of the range has the function
         out = self.git("log", "--format=%H", f"-L:{function}:{path}",
                        "--no-patch", f"{self.base}..HEAD", ok_codes=(0, 128))
         shas = [line for line in out.splitlines() if re.match(r"^[0-9a-f]{40}$",
                                                               line)]
-        names = {sha: path.name for path, sha in self.commits}
+        patches = {sha: patch for patch, sha in self.commits}
         for sha in shas:
-            if sha in names:
-                return names[sha]
-        return "(no patch of the series)"
+            if sha in patches:
+                return patches[sha], sha
+        return None, ""
+
+
+def _function_lines(text: str, function: str) -> range:
+    """The lines (1-based) of `function`'s definition in `text`."""
+    for name, _, node in csyntax.function_definitions(text):
+        if name == function:
+            return range(node.start_point[0] + 1, node.end_point[0] + 2)
+    return range(0)
 
 
 # ---- walking pycparser's AST ----------------------------------------------
@@ -318,7 +341,8 @@ def evaluate(ctx: Context, inv: Invariant) -> list[str]:
     except cparse.ParseFailed as e:
         problems = [str(e)]
     if inv.file and problems:
-        patch = ctx.patch_touching(inv.file, inv["function"])
-        return [f"{patch}: {inv.file}: {inv['function']}(): {p}"
+        patch, wrote = ctx.patch_touching(inv.file, inv["function"])
+        note = f" (written by {wrote})" if wrote else ""
+        return [f"{patch}: {inv.file}: {inv['function']}(): {p}{note}"
                 for p in problems]
     return problems

@@ -11,7 +11,7 @@ and removes.
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,13 @@ from typing import Any
 import unidiff
 
 from generator.errors import CheckFailed, ToolError
-from generator.output.outdir import COVER_LETTER, JOURNAL, MAP_FORMAT, MAP_NAME
+from generator.output.outdir import (
+    COVER_LETTER,
+    JOURNAL,
+    MAP_FORMAT,
+    MAP_NAME,
+    sha256,
+)
 
 SUBJECT_NUMBER = re.compile(r"^Subject: \[[^\]]*?\b(\d+)/(\d+)\]", re.M)
 BASE_COMMIT_RE = re.compile(r"^base-commit: ([0-9a-f]+)$", re.M)
@@ -37,6 +43,8 @@ class PatchFile:
     # per file in diff order: (file, lines removed, lines added), the
     # lines' text without where they are
     lines: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = ()
+    # file -> {added line number in the file: its line in the patch file}
+    added_at: dict[str, dict[int, int]] = field(default_factory=dict)
 
 
 def parse(path: Path) -> PatchFile:
@@ -59,7 +67,12 @@ def _parse(path: Path, mtime_ns: int, size: int) -> PatchFile:
         tuple((pf.path, tuple(line.value for h in pf for line in h
                               if line.is_removed),
                tuple(line.value for h in pf for line in h if line.is_added))
-              for pf in diff))
+              for pf in diff),
+        {pf.path: {line.target_line_no: line.diff_line_no for hunk in pf
+                   for line in hunk if line.is_added
+                   and line.target_line_no is not None
+                   and line.diff_line_no is not None}
+         for pf in diff})
 
 
 def changed_files(patch: Path, with_removed: bool = True) -> list[str]:
@@ -160,6 +173,30 @@ class WrittenSeries:
         except ToolError:
             return None
         return entry.get("patch") if isinstance(entry, dict) else None
+
+    def changes_in(self, patch: Path, file: str,
+                   lines: range) -> list[str]:
+        """The spec changes (ids, from the map) whose lines the patch
+        file `patch` adds to `file` within `lines` (its line numbers
+        after the patch)."""
+        added_at = parse(patch).added_at.get(file, {})
+        try:
+            entry = self.series_map["files"].get(patch.name)
+        except ToolError:
+            return []
+        if not entry or entry.get("sha256") != sha256(patch.read_bytes()):
+            return []       # not the patch the map was written for
+        wrote = {diff_line: change
+                 for diff_line, change, _ in entry.get("added", [])}
+        found = [wrote.get(added_at[n]) for n in sorted(added_at)
+                 if n in lines]
+        return sorted({c for c in found if c})
+
+    def describe_changes(self, ids: list[str]) -> str:
+        """`change 'x' (specs/f.yaml:12)`, ... for the map's change ids."""
+        changes = self.series_map["changes"]
+        return ", ".join(f"change '{c}' ({changes[c]['spec']})"
+                         if c in changes else f"change '{c}'" for c in ids)
 
     def c_files(self) -> list[str]:
         """The C files the series changes, in order."""
