@@ -64,7 +64,7 @@ def test_transitions(model):
     assert (state[1].admin, state[1].power, state[1].parked,
             state[1].realized) == ("disabled", "off", True, True)
     assert model.step(state, "disable", 0)[1] == \
-        "the boot vCPU cannot be disabled"
+        "vCPU 0 is a boot vCPU and cannot be disabled"
     state, err = model.step(state, "enable", 1)
     assert err is None and not state[1].parked and state[1].power == "off"
 
