@@ -258,7 +258,7 @@ def test_bare_metal_payload_contract(built, tmp_path):
                     assert time.monotonic() < deadline, "QEMU did not start"
                     time.sleep(0.02)
             qmp = Qmp(sock)
-            qmp.negotiate(qmp.greeting())
+            qmp.greeting()
             out = scenario.Outcome()
             scenario._drive(qmp, out)
             stages = "\n".join(f"{'ok' if ok else 'FAIL'} {name}: {msg}"
