@@ -296,7 +296,7 @@ def test_mttcg_late_vcpu_threads_never_abort(built, run):
         q.read_until(b"GUEST-SHELL-READY", timeout=600)
         for cpu in (0, 1):
             q.shell(f"(while :; do taskset -c {cpu} ls -lR / "
-                    ">/dev/null 2>&1; done) &")
+                    ">/dev/null 2>&1; done) & true")
         for n in range(2, 8):
             set_state(q, vcpu(n), "enabled")
             time.sleep(0.3)
