@@ -92,8 +92,9 @@ def test_guest_sees_takes_and_gives_back_a_vcpu(built):
         assert cpus(q) == {"possible": "0-3", "present": "0-3",
                            "enabled": "0-1", "online": "0-1"}
         assert acpi_status(q) == {0: 15, 1: 15, 2: 13, 3: 13}
-        # vCPU 0 Enabled, the others Online Capable; the CPU hotplug AML
-        assert gicc_flags(acpi_table(q, "APIC")) == [1, 8, 8, 8]
+        # the boot vCPUs Enabled, the disabled ones Online Capable; the
+        # CPU hotplug AML
+        assert gicc_flags(acpi_table(q, "APIC")) == [1, 1, 8, 8]
         assert b"CPUS" in acpi_table(q, "DSDT")
 
         enable(q, 2)

@@ -180,6 +180,7 @@ FLIPPED_DOWN = {
     "gicv3-icc-reset-reads-kvm": (False, True),
     "sysbus-mmio-map-name": (True, False),
     "virt-post-cpus-gic-realized": (True, False),
+    "tcg-region-late-thread": (False, True),
 }
 
 

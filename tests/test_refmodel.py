@@ -59,12 +59,16 @@ def test_transitions(model):
     assert model.step(state, "enable", 1)[1] == "vCPU 1 is already enabled"
     state, err = model.step(state, "cpu-on", 1)
     assert err is None and state[1].power == "on"
+    # without ACPI the guest cannot be asked: a running vCPU stays
+    assert model.step(state, "disable", 1)[1].startswith(
+        "vCPU 1 is powered on and the guest cannot be asked")
+    state, err = model.step(state, "cpu-off", 1)
     state, err = model.step(state, "disable", 1)
     assert err is None
     assert (state[1].admin, state[1].power, state[1].parked,
             state[1].realized) == ("disabled", "off", True, True)
     assert model.step(state, "disable", 0)[1] == \
-        "the boot vCPU cannot be disabled"
+        "vCPU 0 is a boot vCPU and cannot be disabled"
     state, err = model.step(state, "enable", 1)
     assert err is None and not state[1].parked and state[1].power == "off"
 

@@ -1,12 +1,15 @@
 """Enabling and disabling vCPUs at run time on the real patched QEMU
 (TCG, both releases): QMP/HMP, the Linux guest's PSCI CPU_ON, migration."""
 
+import time
+
 import pytest
 from guest import guest_args
 from qemu_session import Qemu, QmpError
 
 VIRT = ["-M", "virt,gic-version=3", "-cpu", "max", "-S"]
 BOOT1 = "/machine/unattached/device[1]"
+VCPU2 = "/machine/vcpu[2]"
 
 
 def vm(built, smp="cpus=2,disabledcpus=2"):
@@ -54,7 +57,9 @@ def test_disable_parks_and_enable_again_keeps_the_thread(built):
     ({"id": "/machine/vcpu[2]", "admin-power-state": "disabled"},
      "vCPU 2 is already disabled"),
     ({"id": "/machine/unattached/device[0]", "admin-power-state": "disabled"},
-     "the boot vCPU cannot be disabled"),
+     "vCPU 0 is a boot vCPU and cannot be disabled"),
+    ({"id": BOOT1, "admin-power-state": "disabled"},
+     "vCPU 1 is a boot vCPU and cannot be disabled"),
     ({"id": BOOT1, "admin-power-state": "enabled"},
      "vCPU 1 is already enabled"),
     ({"id": "nosuchdevice", "admin-power-state": "enabled"},
@@ -105,30 +110,42 @@ def test_migration_is_blocked_after_a_change(built):
 @pytest.mark.slow
 def test_guest_cannot_power_on_a_disabled_vcpu(built):
     """Booted without firmware (device tree, no ACPI), the guest is not
-    told of the disable (test_acpi.py has the ACPI guest): it still tries,
-    and PSCI refuses."""
+    told of changes (test_acpi.py has the ACPI guest, test_guests.py the
+    device-tree contract): a vCPU it took offline is disabled, and its
+    CPU_ON is then refused by PSCI."""
     args = guest_args("cpus=2,disabledcpus=2", shell=True, uefi=False)
-    with Qemu(built[1], args, console=True) as q:
+    with Qemu(built[1], [*args, "-S"], console=True) as q:
+        # enabled before the guest runs: in its device tree
+        q.cmd("device-set", id=VCPU2, **{"admin-power-state": "enabled"})
+        q.cmd("cont")
         q.read_until(b"GUEST-SHELL-READY")
-        q.shell("echo 0 > /sys/devices/system/cpu/cpu1/online")
-        assert q.shell("cat /sys/devices/system/cpu/online").split()[-1] == "0"
-        q.cmd("device-set", id=BOOT1, **{"admin-power-state": "disabled"})
-        assert q.powerstate()[1]["admin-power-state"] == "disabled"
+        assert q.shell("cat /sys/devices/system/cpu/online").split()[-1] == \
+            "0-2"
+        q.shell("echo 0 > /sys/devices/system/cpu/cpu2/online")
+        assert q.shell("cat /sys/devices/system/cpu/online").split()[-1] == \
+            "0-1"
+        until_off = time.monotonic() + 10
+        while q.powerstate()[2]["power-state"] != "off":
+            assert time.monotonic() < until_off
+            time.sleep(0.1)
+        q.cmd("device-set", id=VCPU2, **{"admin-power-state": "disabled"})
+        assert q.powerstate()[2]["admin-power-state"] == "disabled"
 
         # PSCI CPU_ON is refused: Linux cannot bring the CPU online
-        out = q.shell("echo 1 > /sys/devices/system/cpu/cpu1/online; "
+        out = q.shell("echo 1 > /sys/devices/system/cpu/cpu2/online; "
                       "echo rc=$?")
         assert "rc=0" not in out
         # PSCI DENIED, which Linux turns into EPERM (INVALID_PARAMETERS
         # would be EINVAL)
         assert "Operation not permitted" in out
-        assert q.shell("cat /sys/devices/system/cpu/online").split()[-1] == "0"
-        assert q.powerstate()[1]["power-state"] == "off"
+        assert q.shell("cat /sys/devices/system/cpu/online").split()[-1] == \
+            "0-1"
+        assert q.powerstate()[2]["power-state"] == "off"
 
-        q.cmd("device-set", id=BOOT1, **{"admin-power-state": "enabled"})
-        out = q.shell("echo 1 > /sys/devices/system/cpu/cpu1/online; "
+        q.cmd("device-set", id=VCPU2, **{"admin-power-state": "enabled"})
+        out = q.shell("echo 1 > /sys/devices/system/cpu/cpu2/online; "
                       "echo rc=$?")
         assert "rc=0" in out
         assert q.shell("cat /sys/devices/system/cpu/online").split()[-1] == \
-            "0-1"
-        assert q.powerstate()[1]["power-state"] == "on"
+            "0-2"
+        assert q.powerstate()[2]["power-state"] == "on"
