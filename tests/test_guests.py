@@ -22,7 +22,7 @@ from guest import prepare
 from qemu_session import Qemu, QmpError
 from test_acpi import BAD, acpi_table, cpus, gicc_flags, until
 
-from generator import initramfs
+from generator.kvm import initramfs
 
 KERNELS = {
     "6.1": SHARED / "guest-linux-6.1",
@@ -232,7 +232,7 @@ def test_bare_metal_payload_contract(built, tmp_path):
     while the payload has vCPU 2 on and accepted once it is off, CPU_ON
     DENIED again (generator/kvm/scenario.py, the same stages)."""
     from generator.kvm import nested, scenario
-    from generator.qmp import Qmp
+    from generator.kvm.qmp import Qmp
     try:
         payload = nested.build_payload(tmp_path)
     except Exception as e:              # no cross binutils

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from conftest import SHARED, release_dsc, unpatched
 
-from generator import initramfs
+from generator.kvm import initramfs
 
 TARBALL_DIR = SHARED / "kvm-unit-tests"
 TESTS = ["selftest-setup", "selftest-vectors-kernel", "selftest-smp",
