@@ -76,9 +76,11 @@ class Libvirtd:
             extra_groups=[], cwd=self.root, stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL, stderr=open(self.root / "stderr", "ab"))
         deadline = time.monotonic() + 60
-        while not self.virsh("version", check=False).returncode == 0:
-            assert self.proc.poll() is None, self.tail()
-            assert time.monotonic() < deadline, "libvirtd did not answer"
+        while not self.virsh("list", "--all", check=False).returncode == 0:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise AssertionError("libvirtd did not answer\n" +
+                                     self.tail())
             time.sleep(0.3)
 
     def stop(self):
@@ -211,9 +213,11 @@ def workdir():
 @pytest.fixture(scope="module")
 def libvirtd(workdir):
     daemon = Libvirtd(workdir / "libvirt")
-    daemon.start()
-    yield daemon
-    daemon.stop()
+    try:
+        daemon.start()
+        yield daemon
+    finally:
+        daemon.stop()
 
 
 def emulator(workdir: Path, release: str, binary: Path) -> Path:
