@@ -141,16 +141,14 @@ class Console:
                 time.sleep(0.3)
         self.output = b""
         self.sequence = 0
-        # the shell comes up after firmware and kernel: ask until it answers
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                self.shell("echo", timeout=5)
-                break
-            except TimeoutError:
-                assert time.monotonic() < deadline, (
-                    "no guest shell:\n" + self.output[-3000:].decode(
-                        errors="replace"))
+        # connected as QEMU starts the guest: nothing is typed before the
+        # shell is there (a line cut by the boot would leave it waiting)
+        try:
+            self.read_until(b"GUEST-SHELL-READY", timeout)
+        except TimeoutError:
+            raise AssertionError("no guest shell:\n" + self.output[-3000:]
+                                 .decode(errors="replace")) from None
+        self.shell("echo")
 
     def read_until(self, marker: bytes, timeout: float) -> str:
         deadline = time.monotonic() + timeout
