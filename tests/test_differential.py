@@ -44,8 +44,6 @@ def machine_class(binary, model):
                                     "-S", "-smp",
                                     f"cpus={CPUS},disabledcpus={DISABLED}"])
             self.vm.__enter__()
-            self.paths = [c["qom-path"] for c in
-                          self.vm.cmd("query-cpus-power-state")]
             self.props = [c["props"] for c in
                           self.vm.cmd("query-cpus-power-state")]
             self.state = model.initial(CPUS, DISABLED, kvm=False)
@@ -64,14 +62,18 @@ def machine_class(binary, model):
                 f"the model {refused!r}"
             self.state = expected
 
+        def path(self, index):
+            """The vCPU's QOM path now (device_add moves it)"""
+            return self.vm.powerstate()[index]["qom-path"]
+
         @rule(index=st.integers(0, CPUS + DISABLED - 1))
         def enable(self, index):
-            self.apply("enable", index, "device-set", id=self.paths[index],
+            self.apply("enable", index, "device-set", id=self.path(index),
                        **{"admin-power-state": "enabled"})
 
         @rule(index=st.integers(0, CPUS + DISABLED - 1))
         def disable(self, index):
-            self.apply("disable", index, "device-set", id=self.paths[index],
+            self.apply("disable", index, "device-set", id=self.path(index),
                        **{"admin-power-state": "disabled"})
 
         @rule(index=st.integers(0, CPUS + DISABLED - 1))
