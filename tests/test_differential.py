@@ -110,7 +110,7 @@ def machine_class(binary, model):
                        if c["admin-power-state"] == "enabled"}
             assert fast == plugged
             assert hotpluggable == set(plugged.values())
-            for c, m in zip(states, self.state):
+            for c, m in zip(states, self.state, strict=True):
                 if m.id:
                     assert c["qom-path"] == \
                         f"/machine/peripheral/vcpu{c['cpu-index']}"

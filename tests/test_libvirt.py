@@ -409,3 +409,40 @@ def test_persisted_hotpluggable_vcpu_cold_boots(domain):
     domain.assert_agree({0, 1, 2})
     domain.setvcpus(2)
     domain.assert_agree({0, 1})
+
+
+def test_old_machine_version_is_the_unpatched_release(built):
+    """What libvirt writes for an existing domain, on the previous machine
+    version (virt-10.2 on 10.2.2, virt-10.0 on 10.0.13): -smp 2,maxcpus=4
+    means two vCPUs, as before the series, and the machine describes
+    itself to libvirt and to the guest exactly as the unpatched release
+    does (QMP answers, and every ACPI table byte for byte)."""
+    from conftest import unpatched
+    from guest import guest_args
+    from qemu_session import Qemu, QmpError
+    from test_acpi import all_tables
+
+    release, binary = built
+    old = "virt-" + ".".join(release.split(".")[:2])
+    args = guest_args("2,maxcpus=4,sockets=4,cores=1,threads=1", shell=True)
+    args[args.index("-M") + 1] = f"{old},gic-version=3"
+    seen = []
+    for qemu in (binary, unpatched(release)):
+        with Qemu(qemu, args, console=True) as q:
+            machines = {m["name"]: m for m in q.cmd("query-machines")}
+            answers = [machines[old]["hotpluggable-cpus"],
+                       [(c["cpu-index"], c["qom-path"], c["props"])
+                        for c in q.cmd("query-cpus-fast")]]
+            try:
+                answers.append(q.cmd("query-hotpluggable-cpus"))
+            except QmpError as e:
+                answers.append(e.desc)
+            q.read_until(b"GUEST-SHELL-READY")
+            out = q.shell("cat /sys/devices/system/cpu/present "
+                          "/sys/devices/system/cpu/online")
+            seen.append((answers, out.split()[-2:], all_tables(q)))
+    assert seen[0][0] == seen[1][0]
+    assert seen[0][0][0] is False
+    assert seen[0][1] == seen[1][1] == ["0-1", "0-1"]
+    assert seen[0][2] == seen[1][2], [n for n in seen[0][2]
+                                      if seen[0][2][n] != seen[1][2].get(n)]
