@@ -89,8 +89,8 @@ def test_default_machine_reports_zero_disabled_and_admin_state(built):
 @pytest.mark.tree
 @pytest.mark.parametrize("damage, error", [
     ("remove 0005", "the series is not whole: 0005 missing"),
-    ("remove 0026", "0000-cover-letter.patch says 00/26, but it is number "
-     "0 of 25"),
+    ("remove 0032", "0000-cover-letter.patch says 00/32, but it is number "
+     "0 of 31"),
 ])
 def test_a_series_that_is_not_whole_is_named(tmp_path, damage, error):
     series = tmp_path / "series"
