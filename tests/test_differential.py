@@ -1,8 +1,13 @@
-"""Differential test: random sequences of device-set and system_reset on
-the real patched QEMU (TCG, both releases) against the reference model
-(specs/model.yaml).  After every step everything QMP shows (admin state,
-realized, thread, power state, error messages) must be what the model
-predicts; hypothesis shrinks any divergence to a minimal sequence.
+"""Differential test: random sequences of device-set, device_add,
+device_del (as libvirt sends them: the CPU type, the vCPU's topology, id
+vcpuN) and system_reset on the real patched QEMU (TCG, both releases)
+against the reference model (specs/model.yaml).  After every step
+everything QMP shows (admin state, realized, thread, power state, error
+messages) must be what the model predicts, and the three queries agree:
+query-cpus-fast and query-hotpluggable-cpus show a vCPU, with one QOM path
+(/machine/peripheral/vcpuN once device_add gave it that id), exactly when
+query-cpus-power-state says it is enabled.  Hypothesis shrinks any
+divergence to a minimal sequence.
 
 At least 200 steps per release per run; GEN_SERIES_MODEL_STEPS sets more.
 Guest actions (PSCI CPU_ON/OFF) need a guest: test_runtime.py drives them
@@ -39,7 +44,7 @@ def machine_class(binary, model):
                                     "-S", "-smp",
                                     f"cpus={CPUS},disabledcpus={DISABLED}"])
             self.vm.__enter__()
-            self.paths = [c["qom-path"] for c in
+            self.props = [c["props"] for c in
                           self.vm.cmd("query-cpus-power-state")]
             self.state = model.initial(CPUS, DISABLED, kvm=False)
 
@@ -57,15 +62,29 @@ def machine_class(binary, model):
                 f"the model {refused!r}"
             self.state = expected
 
+        def path(self, index):
+            """The vCPU's QOM path now (device_add moves it)"""
+            return self.vm.powerstate()[index]["qom-path"]
+
         @rule(index=st.integers(0, CPUS + DISABLED - 1))
         def enable(self, index):
-            self.apply("enable", index, "device-set", id=self.paths[index],
+            self.apply("enable", index, "device-set", id=self.path(index),
                        **{"admin-power-state": "enabled"})
 
         @rule(index=st.integers(0, CPUS + DISABLED - 1))
         def disable(self, index):
-            self.apply("disable", index, "device-set", id=self.paths[index],
+            self.apply("disable", index, "device-set", id=self.path(index),
                        **{"admin-power-state": "disabled"})
+
+        @rule(index=st.integers(0, CPUS + DISABLED - 1))
+        def device_add(self, index):
+            self.apply("device-add", index, "device_add",
+                       driver="max-arm-cpu", id=f"vcpu{index}",
+                       **self.props[index])
+
+        @rule(index=st.integers(0, CPUS + DISABLED - 1))
+        def device_del(self, index):
+            self.apply("device-del", index, "device_del", id=f"vcpu{index}")
 
         @rule()
         def reset(self):
@@ -78,6 +97,23 @@ def machine_class(binary, model):
             predicted = [(c.admin, c.realized, c.thread, c.power)
                          for c in self.state]
             assert seen == predicted
+
+        @invariant()
+        def the_queries_agree(self):
+            states = self.vm.powerstate()
+            fast = {c["cpu-index"]: c["qom-path"]
+                    for c in self.vm.cmd("query-cpus-fast")}
+            hotpluggable = {c["qom-path"] for c in
+                            self.vm.cmd("query-hotpluggable-cpus")
+                            if "qom-path" in c}
+            plugged = {c["cpu-index"]: c["qom-path"] for c in states
+                       if c["admin-power-state"] == "enabled"}
+            assert fast == plugged
+            assert hotpluggable == set(plugged.values())
+            for c, m in zip(states, self.state, strict=True):
+                if m.id:
+                    assert c["qom-path"] == \
+                        f"/machine/peripheral/vcpu{c['cpu-index']}"
 
     return Differential
 
