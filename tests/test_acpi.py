@@ -176,22 +176,23 @@ def test_a_guest_that_refuses_the_eject_keeps_the_vcpu(built):
 def test_an_eject_request_stays_pending_until_the_guest_answers(built):
     with guest(built) as q:
         q.read_until(b"GUEST-SHELL-READY")
-        assert q.powerstate()[1]["eject-pending"] is False
+        enable(q, 2)                    # boot vCPUs are never disabled
+        assert "rc=0" in q.shell(f"echo 1 > {CPU}/cpu2/online; echo rc=$?")
+        assert q.powerstate()[2]["eject-pending"] is False
         q.cmd("stop")                   # a guest that cannot answer
-        q.cmd("device-set", id="/machine/unattached/device[1]",
-              **{"admin-power-state": "disabled"})
+        q.cmd("device-set", id=VCPU2, **{"admin-power-state": "disabled"})
         time.sleep(1)
-        cpu1 = q.powerstate()[1]
-        assert (cpu1["admin-power-state"], cpu1["power-state"],
-                cpu1["eject-pending"]) == ("enabled", "on", True)
+        cpu2 = q.powerstate()[2]
+        assert (cpu2["admin-power-state"], cpu2["power-state"],
+                cpu2["eject-pending"]) == ("enabled", "on", True)
         assert "eject pending" in q.cmd("human-monitor-command", **{
             "command-line": "info cpus-power-state"})
         q.cmd("cont")                   # now it answers: offline, _EJ0
-        until(lambda: q.powerstate()[1]["admin-power-state"] == "disabled",
+        until(lambda: q.powerstate()[2]["admin-power-state"] == "disabled",
               "the eject")
-        cpu1 = q.powerstate()[1]
-        assert (cpu1["power-state"], cpu1["eject-pending"]) == ("off", False)
-        assert cpus(q)["enabled"] == "0"
+        cpu2 = q.powerstate()[2]
+        assert (cpu2["power-state"], cpu2["eject-pending"]) == ("off", False)
+        assert cpus(q)["enabled"] == "0-1"
 
 
 @pytest.mark.slow
