@@ -22,7 +22,7 @@ from guest import prepare
 from qemu_session import Qemu, QmpError
 from test_acpi import BAD, acpi_table, cpus, gicc_flags, until
 
-from generator.kvm import initramfs
+from generator import guest as guest_files
 
 KERNELS = {
     "6.1": SHARED / "guest-linux-6.1",
@@ -33,7 +33,7 @@ BOOT1 = "/machine/unattached/device[1]"
 
 
 def kernel(version: str) -> Path:
-    return initramfs.unpacked(next(KERNELS[version].glob("Image-*.xz")))
+    return guest_files.unpacked(next(KERNELS[version].glob("Image-*.xz")))
 
 
 def args(version: str, smp: str, uefi: bool = True) -> list:

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from conftest import SHARED, release_dsc, unpatched
 
-from generator.kvm import initramfs
+from generator import paths
 
 TARBALL_DIR = SHARED / "kvm-unit-tests"
 TESTS = ["selftest-setup", "selftest-vectors-kernel", "selftest-smp",
@@ -56,7 +56,7 @@ def kut_tree() -> Path:
         pytest.skip(f"no kvm-unit-tests tarball in {TARBALL_DIR}")
     if not shutil.which("aarch64-linux-gnu-gcc"):
         pytest.skip("aarch64-linux-gnu-gcc is needed to build kvm-unit-tests")
-    dest = initramfs.cache_dir() / tarball.name.removesuffix(".tar.xz")
+    dest = paths.cache_dir() / tarball.name.removesuffix(".tar.xz")
     tree = dest / "kvm-unit-tests"
     if not (tree / "arm" / "psci.flat").exists():
         dest.mkdir(parents=True, exist_ok=True)
