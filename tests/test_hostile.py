@@ -356,7 +356,7 @@ def test_wrong_answer(case, qemu, series, tmp_path, monkeypatch):
         if case == "dsc-tarball-fails-its-checksum":
             # another tarball under the name the .dsc vouches for
             other = tmp_path / "other" / "mini-9.2.0"
-            shutil.copytree(MINITREE, other)
+            shutil.copytree(dsc.parent / "source", other)
             (other / "hw" / "core" / "qdev.c").write_text("/* evil */\n")
             subprocess.run(["tar", "-cJf", tarball, other.name],
                            cwd=other.parent, check=True)
@@ -450,7 +450,7 @@ def make_dsc(where: Path) -> Path:
         " -- T <t@example.org>  Thu, 01 Jan 2026 00:00:00 +0000\n")
     subprocess.run(["dpkg-source", "-b", src.name], cwd=where, check=True,
                    capture_output=True)
-    shutil.rmtree(src)
+    src.rename(where / "source")
     return where / "mini_9.2.0.dsc"
 
 
