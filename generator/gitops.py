@@ -368,6 +368,17 @@ def read_blob(repo_path: Path, commit: str, path: str) -> str | None:
     return data.decode("utf-8", errors="replace")
 
 
+def blob_mode(repo_path: Path, commit: str, path: str) -> int | None:
+    """The tree-entry mode of `path` at `commit` (0o100644, 0o120000 for a
+    symbolic link, ...), or None if the commit has no such entry."""
+    try:
+        mode: int = (open_repo(repo_path).commit(commit).tree / path).mode
+        return mode
+    except (KeyError, ValueError, git.BadName, git.InvalidGitRepositoryError,
+            git.NoSuchPathError, git.GitCommandError):
+        return None
+
+
 def union_repo(dest: Path, sources: Iterable[Path]) -> git.Repo:
     """An empty repository at `dest` that sees every object of `sources`
     through git's alternates, so that commits of unrelated trees (two
