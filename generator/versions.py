@@ -90,18 +90,17 @@ def archive_dir(out: Path, version: int) -> Path:
 
 def keep_previous(out: Path, version: int,
                   progress: Callable[[str], None]) -> Path | None:
-    """Copy the older version of the series in `out` to `out.vK/`; return
-    the directory holding version `version - 1`, if there is one.
+    """Copy the version K of the series in `out`, older or newer, to
+    `out.vK/` (a rerun of the same version replaces it, as generate does);
+    return the directory holding version `version - 1`, if there is one.
 
     The copy goes through outdir's transaction, so it is whole or absent,
     and an `out.vK/` that holds another series is refused, never
     replaced: a kept version is not rewritten."""
-    if version == 1:
-        return None
     cover = cover_text(out)
     if cover is not None:
         kept = version_of(cover)
-        if kept < version:
+        if kept != version:
             series = {p.name: p.read_bytes() for p in sorted(out.iterdir())
                       if outdir.SERIES_FILE.match(p.name)}
             target = archive_dir(out, kept)
@@ -114,6 +113,8 @@ def keep_previous(out: Path, version: int,
                                 "away and run again")
             progress(f"keeping v{kept} in {target}")
             outdir.replace_series(target, series)
+    if version == 1:
+        return None
     previous = archive_dir(out, version - 1)
     if cover_text(previous) is None:
         progress(f"no v{version - 1} in {previous}: no 'Changes in "
