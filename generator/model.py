@@ -16,6 +16,7 @@ See specs/README.md for the full reference.
 import dataclasses
 import datetime
 import re
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -423,8 +424,33 @@ def _check_date(node: Node) -> str:
 IDENTITY_RE = re.compile(r"^[^<>\n]+ <[^<>@\s]+@[^<>\s]+>$")
 
 
+# what a mail header's display name or address may not hold: control
+# characters (CR, NEL, ESC, ...), line and paragraph separators, text
+# direction overrides (they make the name read otherwise), and the
+# surrogates Python makes of bytes that are not UTF-8
+BIDI_CONTROLS = set("\u200e\u200f\u202a\u202b\u202c\u202d\u202e"
+                    "\u2066\u2067\u2068\u2069")
+
+
+def header_unsafe(text: str) -> str | None:
+    """The first character of `text` that must not go into a mail header
+    (From:, To:, Cc:, a trailer), or None."""
+    for ch in text:
+        if unicodedata.category(ch) in ("Cc", "Zl", "Zp", "Cs") or \
+                ch in BIDI_CONTROLS:
+            return ch
+    return None
+
+
 def check_identity(identity: str, origin: str) -> str:
-    """'Name <email>', as git and the DCO's Signed-off-by want it."""
+    """'Name <email>', as git and the DCO's Signed-off-by want it: an
+    RFC 5322 display name and address on one line, nothing a mail header
+    or trailer could be injected with."""
+    bad = header_unsafe(identity)
+    if bad is not None:
+        raise ToolError(f"{origin}: {identity!r} holds {bad!r} "
+                        f"(U+{ord(bad):04X}), which no name or address in a "
+                        "mail header may hold")
     if not IDENTITY_RE.match(identity) or identity != identity.strip():
         raise ToolError(f"{origin}: {identity!r} is not 'Name <email>'")
     return identity
