@@ -191,6 +191,9 @@ def _line(node: Node, key: str) -> str:
         raise SpecError(f"'{key}' must not be blank", _at(node, key))
     if len(text.splitlines()) > 1 or text.endswith(("\n", "\r")):
         raise SpecError(f"'{key}' must be one line", _at(node, key))
+    if (bad := header_unsafe(text)) is not None:
+        raise SpecError(f"'{key}' holds {bad!r}, which a mail header may "
+                        "not hold", _at(node, key))
     if text != text.strip():
         raise SpecError(f"'{key}' must not start or end with blanks "
                         "(git strips them)", _at(node, key))
