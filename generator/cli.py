@@ -16,7 +16,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
-from generator.errors import GenError, ToolError
+from generator.errors import GenError, Terminated, ToolError, \
+    terminate_as_interrupt
 
 if TYPE_CHECKING:   # imported where used: `--help` stays quick
     from generator.check.steps import StepResult
@@ -580,18 +581,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     global QUIET
     args = make_parser().parse_args(argv)
     QUIET = args.quiet
+    restore = terminate_as_interrupt()  # SIGTERM as SIGINT, exit 143
     try:
-        status: int = args.func(args)   # one of the cmd_* functions
+        from generator.qemutree import blame_damaged_cache
+        # one of the cmd_* functions
+        status: int = blame_damaged_cache(lambda: args.func(args))
         return status
     except GenError as e:
         msg = str(e) if e.exit_code != 2 else one_line(str(e))
         print(f"gen-series: error: {msg}", file=sys.stderr)
+        return e.exit_code
+    except Terminated as e:
+        print("gen-series: terminated", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("gen-series: interrupted", file=sys.stderr)
         return 130
     except Exception as e:      # the last resort: the contract holds for bugs
         return last_resort(e, args)
+    finally:
+        restore()
 
 
 def last_resort(e: Exception, args: argparse.Namespace) -> int:

@@ -1,5 +1,9 @@
 """One error family.  The CLI prints str(error) and exits with error.exit_code."""
 
+import signal
+from collections.abc import Callable
+from types import FrameType
+
 from generator.source import SourceInfo
 
 
@@ -31,3 +35,20 @@ class ToolError(GenError):
 class CheckFailed(GenError):
     """The checked thing failed: a patch did not apply, a build broke (exit 1)."""
     exit_code = 1
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised wherever the program is, as SIGINT raises
+    KeyboardInterrupt: the same cleanup runs (temporary directories,
+    half-done work), then one line and exit 143 (128 + 15)."""
+    exit_code = 128 + signal.SIGTERM
+
+
+def terminate_as_interrupt() -> Callable[[], None]:
+    """Make SIGTERM raise Terminated (a second one, during the cleanup,
+    is ignored); return what restores the previous handler."""
+    def handler(signum: int, frame: FrameType | None) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise Terminated()
+    previous = signal.signal(signal.SIGTERM, handler)
+    return lambda: signal.signal(signal.SIGTERM, previous) and None

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from generator import gitops
-from generator.errors import GenError, ToolError
+from generator.errors import AnchorError, GenError, SpecError, ToolError
 from generator.source import open_input, plain_name, read_input
 
 TARBALL_SUFFIXES = (".tar.xz", ".tar.gz", ".tar.bz2", ".tgz", ".tar")
@@ -265,8 +265,55 @@ def _cached_base(done: Path, origin: Path) -> tuple[BaseTree | None, str]:
     version = gitops.read_blob(done, commit, "VERSION")
     if version is None:
         return None, "VERSION unreadable"
-    return BaseTree(done, commit, check_version(version, str(done)),
-                    str(origin), cached=True), ""
+    base = BaseTree(done, commit, check_version(version, str(done)),
+                    str(origin), cached=True)
+    USED_CACHE.append(done)
+    return base, ""
+
+
+# the cached trees this process uses, for blame_damaged_cache()
+USED_CACHE: list[Path] = []
+
+
+def cache_damage(repo: Path) -> str | None:
+    """What is wrong with a cached tree (git fsck, ownership), or None."""
+    try:
+        owner = repo.stat().st_uid
+    except OSError as e:
+        return e.strerror
+    if owner != os.geteuid():
+        return f"owned by uid {owner}, not by you: git refuses it"
+    proc = subprocess.run(["git", "-C", str(repo), "fsck", "--no-dangling",
+                           "--no-progress"],
+                          env={**os.environ, **gitops.GIT_ENV},
+                          capture_output=True, text=True, errors="replace")
+    if proc.returncode == 0:
+        return None
+    said = [ln for ln in (proc.stderr + proc.stdout).splitlines()
+            if ln.strip()]
+    return f"git fsck: {said[0] if said else f'exit {proc.returncode}'}"
+
+
+def blame_damaged_cache(run: Callable[[], int]) -> int:
+    """run(); if it fails while a cached tree it used is damaged (an
+    object missing or corrupt, another owner), the damage is the error:
+    `cache damaged: remove DIR (...)`, whatever git said on the way
+    ("Broken pipe", a patch that "does not apply", a safe.directory
+    hint).  A spec or anchor error is never the cache's: not checked."""
+    USED_CACHE.clear()
+    try:
+        return run()
+    except (SpecError, AnchorError):
+        raise
+    except Exception as e:
+        if isinstance(e, GenError) and str(e).startswith("cache damaged"):
+            raise
+        for repo in dict.fromkeys(USED_CACHE):
+            why = cache_damage(repo)
+            if why is not None:
+                raise ToolError(f"cache damaged: remove {repo} ({why})") \
+                    from e
+        raise
 
 
 def _import(path: Path, progress: Callable[[str], None]) -> BaseTree:
