@@ -107,6 +107,7 @@ def finish_series(args: argparse.Namespace, series: "Series",
     from generator import recipients, versions
     from generator.qemutree import resolve_base
 
+    versions.check_options(args.previous, args.previous_qemu)
     versioned = bool(args.version or args.previous or args.keep_version)
     if not versioned and not args.to_maintainers:
         return None
@@ -369,12 +370,12 @@ def make_parser() -> argparse.ArgumentParser:
     ver.add_argument("-v", "--reroll-count", dest="version", type=positive,
                      metavar="N", help="the version: [PATCH vN ...] in the "
                      "subjects (default: the spec's series: version)")
-    ver.add_argument("--previous", type=Path, metavar="DIR",
+    ver.add_argument("--previous", type=path_arg, metavar="DIR",
                      help="the previous version's series directory: the "
                      "cover letter gets 'Changes in vN', per patch (new, "
                      "dropped, message or code changed and where), from a "
                      "range-diff against it")
-    ver.add_argument("--previous-qemu", metavar="PATH",
+    ver.add_argument("--previous-qemu", type=qemu_arg, metavar="PATH",
                      help="the base --previous was made on, when it is not "
                      "--qemu (a series carried to a new release)")
     ver.add_argument("--keep-version", action="store_true",
@@ -499,13 +500,13 @@ def make_parser() -> argparse.ArgumentParser:
         "how many lines changed upstream in each file the series reads; "
         "then what to fix, or what to review.  Exit status 0 when the "
         "series renders on --qemu, 1 when it does not.")
-    drf.add_argument("--qemu", required=True, metavar="PATH",
+    drf.add_argument("--qemu", required=True, type=qemu_arg, metavar="PATH",
                      help="the new release: " + qemu_help)
-    drf.add_argument("--from", dest="from_qemu", metavar="PATH",
+    drf.add_argument("--from", dest="from_qemu", type=qemu_arg, metavar="PATH",
                      default=str(PINNED_QEMU),
                      help="the release the series renders on today "
                      "(default: the pinned one, %(default)s)")
-    drf.add_argument("--json", type=Path, metavar="FILE",
+    drf.add_argument("--json", type=path_arg, metavar="FILE",
                      help="also write the report as JSON")
     add_spec_arguments(drf, "the spec")
     drf.set_defaults(func=cmd_drift)
@@ -520,16 +521,16 @@ def make_parser() -> argparse.ArgumentParser:
         "the series itself, shown as range-diff shows it), added or "
         "dropped.  Two versions of the series on one release (--qemu), or "
         "the same spec on two releases (--qemu and --new-qemu).")
-    dif.add_argument("old", type=Path, metavar="OLD_SERIES",
+    dif.add_argument("old", type=path_arg, metavar="OLD_SERIES",
                      help="a directory of NNNN-*.patch files")
-    dif.add_argument("new", type=Path, metavar="NEW_SERIES",
+    dif.add_argument("new", type=path_arg, metavar="NEW_SERIES",
                      help="a directory of NNNN-*.patch files")
-    dif.add_argument("--qemu", required=True, metavar="PATH",
+    dif.add_argument("--qemu", required=True, type=qemu_arg, metavar="PATH",
                      help="the base of OLD_SERIES (and of NEW_SERIES without "
                      "--new-qemu): " + qemu_help)
-    dif.add_argument("--new-qemu", metavar="PATH",
+    dif.add_argument("--new-qemu", type=qemu_arg, metavar="PATH",
                      help="the base of NEW_SERIES, when it is another release")
-    dif.add_argument("--json", type=Path, metavar="FILE",
+    dif.add_argument("--json", type=path_arg, metavar="FILE",
                      help="also write the pairs as JSON")
     dif.set_defaults(func=cmd_diff)
 
@@ -554,7 +555,7 @@ def make_parser() -> argparse.ArgumentParser:
                      "specs/kvm.yaml:45, templates/kvm/x.c.j2:12")
     exp.add_argument("--spec-item", metavar="ID",
                      help="a change's id: the lines it wrote")
-    exp.add_argument("--series", type=Path, metavar="DIR",
+    exp.add_argument("--series", type=path_arg, metavar="DIR",
                      default=PINNED_SERIES,
                      help="the series (default: %(default)s)")
     exp.set_defaults(func=cmd_explain)

@@ -16,6 +16,11 @@ from typing import Literal, NotRequired, TypedDict, overload
 from generator.errors import CheckFailed, ToolError
 from generator.outdir import COVER_LETTER, sha256
 from generator.provenance import MAP_FORMAT, MAP_NAME
+from generator.source import confined, plain_name, read_input, \
+    read_text_input
+
+# the patch files a map may name: files of the series directory itself
+PATCH_NAME = re.compile(r"\d{4}-[^/\0]*\.patch")
 
 
 class PatchEntry(TypedDict):
@@ -60,27 +65,95 @@ class SeriesMap:
     def patch_text(self, name: str) -> list[str]:
         """The lines of one patch file, refused if it is not the one the
         map was written for."""
-        data = (self.dir / name).read_bytes()
+        data = _read(self.dir, name)
         if sha256(data) != self.files[name]["sha256"]:
             raise ToolError(f"{self.dir / name}: changed since generate "
                             f"wrote {MAP_NAME}: generate the series again")
         return data.decode("utf-8").split("\n")
 
 
+def _read(series_dir: Path, name: str) -> bytes:
+    """A file of the series directory, by its plain name; never a file
+    outside it (a link out), never one that is not a regular file."""
+    path = confined(series_dir, name) if plain_name(name) else None
+    if path is None:
+        raise ToolError(f"{series_dir / name}: not a file of the series "
+                        f"directory {series_dir}")
+    try:
+        return read_input(path)
+    except OSError as e:
+        raise ToolError(f"{series_dir / name}: {e.strerror}")
+
+
 def load(series_dir: Path) -> SeriesMap:
     path = series_dir / MAP_NAME
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    if not path.exists() and not path.is_symlink():
         raise ToolError(f"--series {series_dir}: no {MAP_NAME}: generate "
                         "the series again (generate writes it)")
-    except (OSError, ValueError) as e:
+    if confined(series_dir, MAP_NAME) is None:
+        raise ToolError(f"{path}: a link out of the series directory")
+    try:
+        data = json.loads(read_text_input(path, "--series"))
+    except ValueError as e:
         raise ToolError(f"{path}: unreadable: {e}")
     if not isinstance(data, dict) or data.get("format") != MAP_FORMAT:
         raise ToolError(f"{path}: not a series map of format {MAP_FORMAT}: "
                         "generate the series again")
+    why = map_damage(data)
+    if why is not None:
+        raise ToolError(f"{path}: not as generate writes it ({why}): "
+                        "generate the series again")
     return SeriesMap(series_dir, data["patches"], data["changes"],
                      data["files"])
+
+
+def _is_row(row: object, types: tuple[tuple[type, ...], ...]) -> bool:
+    return isinstance(row, list) and len(row) == len(types) and all(
+        isinstance(v, t) and not isinstance(v, bool) or
+        (v is None and type(None) in t) for v, t in zip(row, types))
+
+
+def map_damage(data: dict[str, object]) -> str | None:
+    """What in a loaded map is not as provenance.py writes it, or None:
+    names of files outside the series, values of the wrong type,
+    references to changes or patches it does not hold."""
+    patches, changes, files = (data.get(k) for k in
+                               ("patches", "changes", "files"))
+    if not (isinstance(patches, dict) and isinstance(changes, dict) and
+            isinstance(files, dict)):
+        return "patches, changes and files must be objects"
+    for pid, p in patches.items():
+        if not (isinstance(p, dict) and isinstance(p.get("spec"), str) and
+                isinstance(p.get("subject"), str)):
+            return f"patch {pid!r}"
+    for cid, c in changes.items():
+        if not (isinstance(c, dict) and c.get("patch") in patches and
+                all(isinstance(c.get(k), str) for k in
+                    ("file", "action", "spec")) and
+                isinstance(c.get("item"), (str, type(None))) and
+                isinstance(c.get("applied"), bool) and
+                all(isinstance(c.get(k, ""), str)
+                    for k in ("data", "template"))):
+            return f"change {cid!r}"
+    num, opt_num, opt_str = (int,), (int, type(None)), (str, type(None))
+    for name, f in files.items():
+        if not PATCH_NAME.fullmatch(name) or not plain_name(name):
+            return f"{name!r} is not a patch file of the series"
+        if not (isinstance(f, dict) and f.get("patch") in patches and
+                isinstance(f.get("sha256"), str) and
+                all(isinstance(f.get(k), list)
+                    for k in ("hunks", "added", "removed"))):
+            return f"file {name!r}"
+        if not (all(_is_row(r, (num, opt_str, opt_num)) and
+                    (r[1] is None or r[1] in changes) for r in f["added"])
+                and all(_is_row(r, (num, opt_str)) and
+                        (r[1] is None or r[1] in changes)
+                        for r in f["removed"])
+                and all(_is_row(h, (num, num, (str,), (list,))) and
+                        all(cid in changes for cid in h[3])
+                        for h in f["hunks"])):
+            return f"the lines of {name!r}"
+    return None
 
 
 def _describe(smap: SeriesMap, change_id: str) -> str:
@@ -118,7 +191,8 @@ def explain_line(smap: SeriesMap, what: str, number: int) -> list[str]:
     """The lines `explain PATCH:LINE` prints."""
     name = patch_name(smap, what)
     if name == COVER_LETTER:
-        text = (smap.dir / name).read_text(encoding="utf-8").split("\n")
+        text = _read(smap.dir, name).decode("utf-8", errors="replace")\
+            .split("\n")
         _in_range(name, text, number)
         return [f"{name}:{number}: {text[number - 1]}",
                 "the cover letter: the spec's `series: cover:` and the "
@@ -265,6 +339,8 @@ def _added(smap: SeriesMap, wanted: Wanted, with_change: bool = False
                 if wanted(cid, line)]
         if hits:
             text = smap.patch_text(name)
+            for n, _, _ in hits:
+                _in_range(name, text, n)
             found += [(f"{name}:{n}", text[n - 1],
                        cid if with_change else line) for n, cid, line in hits]
     return found

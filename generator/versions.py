@@ -266,6 +266,13 @@ def add_changes_section(files: dict[str, bytes], previous_dir: Path,
         files, previous_dir, old_base, new_base, version, progress))
 
 
+def check_options(previous: Path | None, previous_qemu: str | None) -> None:
+    """--previous-qemu is the base of --previous, nothing without it."""
+    if previous_qemu is not None and previous is None:
+        raise ToolError(f"--previous-qemu {previous_qemu}: it is the base of "
+                        "--previous DIR, which is not given")
+
+
 def check_previous(previous: Path, version: int) -> None:
     """--previous names an older version of the series."""
     cover = cover_text(previous)
