@@ -14,6 +14,7 @@ import unidiff
 
 from generator.errors import CheckFailed, ToolError
 from generator.outdir import COVER_LETTER, JOURNAL
+from generator.source import confined, read_input
 
 SUBJECT_NUMBER = re.compile(r"^Subject: \[[^\]]*?\b(\d+)/(\d+)\]", re.M)
 
@@ -72,8 +73,23 @@ def series_files(series_dir: Path) -> list[Path]:
                    if not p.name.startswith("0000-"))
     if not files:
         raise ToolError(f"--series {series_dir}: no NNNN-*.patch files")
+    for path in files + [series_dir / COVER_LETTER]:
+        check_member(series_dir, path)
     check_whole(series_dir, files)
     return files
+
+
+def check_member(series_dir: Path, path: Path) -> None:
+    """A file of a series directory is a regular file in it: not a link
+    out of it, not a FIFO or a device (which would block a reader)."""
+    if not path.exists() and not path.is_symlink():
+        return
+    if confined(series_dir, path.name) is None:
+        raise ToolError(f"--series {series_dir}: {path.name} is a link out "
+                        "of the directory")
+    if not path.is_file():
+        raise ToolError(f"--series {series_dir}: {path.name}: not a regular "
+                        "file (a FIFO, a device, a socket or a directory)")
 
 
 def check_whole(series_dir: Path, files: list[Path]) -> None:
@@ -89,7 +105,7 @@ def check_whole(series_dir: Path, files: list[Path]) -> None:
                           f"{what}")
     cover = series_dir / COVER_LETTER
     for path in ([cover] if cover.is_file() else []) + files:
-        head = path.read_text(encoding="utf-8", errors="replace")
+        head = read_input(path).decode("utf-8", errors="replace")
         m = SUBJECT_NUMBER.search(head.split("\n\n", 1)[0])
         if m and (int(m[1]) != int(path.name[:4]) or int(m[2]) != len(files)):
             raise CheckFailed(

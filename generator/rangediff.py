@@ -22,8 +22,9 @@ from typing import Callable
 import unidiff
 
 from generator import gitops, outdir, patchfiles
-from generator.errors import ToolError
+from generator.errors import CheckFailed, ToolError
 from generator.qemutree import BaseTree
+from generator.source import read_text_input
 
 SUMMARY_RE = re.compile(r"^\s*(\d+|-):\s+(\S+) ([=!<>]) +(\d+|-):\s+(\S+) (.*)$")
 VERDICTS = {"=": "same", "<": "dropped", ">": "added"}
@@ -45,10 +46,10 @@ class Pair:
 def _check_base(series_dir: Path, base: BaseTree) -> None:
     """The series was made on `base` (the cover letter says on which)."""
     cover = Path(series_dir) / outdir.COVER_LETTER
-    if not cover.is_file():
+    if not cover.exists():
         return
     found = re.search(r"^base-commit: ([0-9a-f]+)$",
-                      cover.read_text(encoding="utf-8"), re.MULTILINE)
+                      read_text_input(cover, str(series_dir)), re.MULTILINE)
     if found and found.group(1) != base.commit:
         raise ToolError(f"{series_dir}: made on base-commit "
                         f"{found.group(1)[:12]}, but {base.origin} is "
@@ -58,7 +59,7 @@ def _check_base(series_dir: Path, base: BaseTree) -> None:
 def essence(patch: Path) -> Essence:
     """What a patch says and does, without where: its message (numbering
     dropped) and, per file, the lines it removes and adds."""
-    text = patch.read_text(encoding="utf-8")
+    text = read_text_input(patch, str(patch.parent))
     head = NUMBERING_RE.sub("Subject: ", text.split("\n---\n", 1)[0])
     message = head[head.find("Subject: "):]
     files = tuple((f.path, tuple(line.value for h in f for line in h
@@ -67,6 +68,20 @@ def essence(patch: Path) -> Essence:
                          if line.is_added))
                   for f in unidiff.PatchSet(text))
     return message, files
+
+
+def _commit_series(repo: gitops.git.Repo, base: BaseTree, series_dir: Path,
+                   files: list[Path]) -> str:
+    """The series committed onto its base; one that does not apply there
+    is bad input (exit 2), named with git's first words."""
+    for path in files:
+        read_text_input(path, str(series_dir))     # UTF-8, a regular file
+    try:
+        return gitops.commit_patches(repo, base.commit, files)
+    except CheckFailed as e:
+        said = "; ".join(ln for ln in e.msg.splitlines()[1:] if ln.strip())
+        raise ToolError(f"{series_dir}: {e.msg.splitlines()[0]} on QEMU "
+                        f"{base.version} ({base.origin}): {said}")
 
 
 def compare(old: BaseTree, old_dir: Path, new: BaseTree, new_dir: Path,
@@ -80,10 +95,10 @@ def compare(old: BaseTree, old_dir: Path, new: BaseTree, new_dir: Path,
         repo = gitops.union_repo(Path(tmp), [old.repo, new.repo])
         progress(f"committing {len(old_files)} patches onto QEMU "
                  f"{old.version}")
-        old_tip = gitops.commit_patches(repo, old.commit, old_files)
+        old_tip = _commit_series(repo, old, Path(old_dir), old_files)
         progress(f"committing {len(new_files)} patches onto QEMU "
                  f"{new.version}")
-        new_tip = gitops.commit_patches(repo, new.commit, new_files)
+        new_tip = _commit_series(repo, new, Path(new_dir), new_files)
         text = gitops.range_diff(repo, f"{old.commit}..{old_tip}",
                                  f"{new.commit}..{new_tip}")
     pairs: list[Pair] = []

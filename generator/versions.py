@@ -30,6 +30,7 @@ from generator import outdir, rangediff
 from generator.errors import ToolError
 from generator.model import Series
 from generator.qemutree import BaseTree
+from generator.source import read_text_input
 
 CHANGE_ID_RE = re.compile(r"^change-id: (\S+)$", re.M)
 BASE_COMMIT_RE = re.compile(r"^base-commit: \S+\n", re.M)
@@ -50,9 +51,13 @@ def make_change_id(name: str, date: str) -> str:
     return f"{date[:10].replace('-', '')}-{slug}-{digest}"
 
 
-def cover_text(series_dir: Path) -> str | None:
+def cover_text(series_dir: Path, what: str = "--previous") -> str | None:
+    """The cover letter of a series directory (None without one), a
+    regular UTF-8 file."""
     cover = Path(series_dir) / outdir.COVER_LETTER
-    return cover.read_text(encoding="utf-8") if cover.is_file() else None
+    if not cover.exists():
+        return None
+    return read_text_input(cover, what)
 
 
 def change_id_of(cover: str) -> str | None:
@@ -97,7 +102,7 @@ def keep_previous(out: Path, version: int,
     The copy goes through outdir's transaction, so it is whole or absent,
     and an `out.vK/` that holds another series is refused, never
     replaced: a kept version is not rewritten."""
-    cover = cover_text(out)
+    cover = cover_text(out, "--keep-version")
     if cover is not None:
         kept = version_of(cover)
         if kept != version:
@@ -149,7 +154,7 @@ def describe_pair(pair: rangediff.Pair, old_dir: Path,
     assert pair.old is not None and pair.new is not None
     old, new = Path(old_dir) / pair.old, Path(new_dir) / pair.new
     words = []
-    old_subject, old_body = _message(old.read_text(encoding="utf-8"))
+    old_subject, old_body = _message(read_text_input(old, "--previous"))
     new_subject, new_body = _message(new.read_text(encoding="utf-8"))
     if old_subject != new_subject:
         words.append(f'subject changed (was "{old_subject}")')
@@ -253,8 +258,11 @@ def changes_section(files: dict[str, bytes], previous_dir: Path,
         new_dir = Path(tmp)
         for name, data in files.items():
             (new_dir / name).write_bytes(data)
-        pairs = rangediff.compare(old_base, Path(previous_dir), new_base,
-                                  new_dir, progress)
+        try:
+            pairs = rangediff.compare(old_base, Path(previous_dir),
+                                      new_base, new_dir, progress)
+        except ToolError as e:
+            raise ToolError(f"--previous: {e}")
         return format_changes(pairs, Path(previous_dir), new_dir, version)
 
 

@@ -499,7 +499,10 @@ def test_messages(case, qemu, series, tmp_path, monkeypatch):
         words = [str(tarball)]
     elif case == "previous-patch-does-not-apply":
         patch = next(series.glob("0001-*.patch"))
-        patch.write_text(patch.read_text().replace("@@ -", "@@ -9"))
+        lines = patch.read_text().split("\n")
+        at = next(i for i, ln in enumerate(lines) if ln.startswith("@@"))
+        lines[at + 1] = " this context line is not upstream"
+        patch.write_text("\n".join(lines))
         argv = ["generate", "--spec", MINI_SPEC, "--templates",
                 MINI_TEMPLATES, "--qemu", qemu, "--out", out, *version]
         words = ["--previous", patch.name]
