@@ -18,7 +18,7 @@ from generator.errors import AnchorError, CheckFailed, SpecError, ToolError
 from generator.model import Change, Patch, Series
 from generator.qemutree import BaseTree
 from generator.render import make_env, render, render_string
-from generator.source import confined, display_path
+from generator.source import confined, display_path, read_input
 
 
 def next_release(version: str) -> str:
@@ -188,7 +188,7 @@ def _render_series(series: Series, base: BaseTree, tmp: Path,
                         f"{display_path(source)}: no such file for QEMU "
                         f"{base.version}; `gen-series tables` makes it",
                         change.info)
-                text = source.read_bytes()
+                text = read_input(source)
             before = tracker.lines(root / change.file, change.file)
             edits.apply_change(root, change, text, base.version)
             tracker.edited(change, before,
