@@ -16,8 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
-from generator.errors import GenError, Terminated, ToolError, \
-    terminate_as_interrupt
+from generator.errors import GenError, Terminated, ToolError, terminate_as_interrupt
 
 if TYPE_CHECKING:   # imported where used: `--help` stays quick
     from generator.check.steps import StepResult

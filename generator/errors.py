@@ -51,4 +51,7 @@ def terminate_as_interrupt() -> Callable[[], None]:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         raise Terminated()
     previous = signal.signal(signal.SIGTERM, handler)
-    return lambda: signal.signal(signal.SIGTERM, previous) and None
+
+    def restore() -> None:
+        signal.signal(signal.SIGTERM, previous)
+    return restore

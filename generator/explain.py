@@ -16,8 +16,7 @@ from typing import Literal, NotRequired, TypedDict, overload
 from generator.errors import CheckFailed, ToolError
 from generator.outdir import COVER_LETTER, sha256
 from generator.provenance import MAP_FORMAT, MAP_NAME
-from generator.source import confined, plain_name, read_input, \
-    read_text_input
+from generator.source import confined, plain_name, read_input, read_text_input
 
 # the patch files a map may name: files of the series directory itself
 PATCH_NAME = re.compile(r"\d{4}-[^/\0]*\.patch")
@@ -110,7 +109,7 @@ def load(series_dir: Path) -> SeriesMap:
 def _is_row(row: object, types: tuple[tuple[type, ...], ...]) -> bool:
     return isinstance(row, list) and len(row) == len(types) and all(
         isinstance(v, t) and not isinstance(v, bool) or
-        (v is None and type(None) in t) for v, t in zip(row, types))
+        (v is None and type(None) in t) for v, t in zip(row, types, strict=True))
 
 
 def map_damage(data: dict[str, object]) -> str | None:

@@ -13,7 +13,8 @@ what gen-series keeps in DIR besides it:
   .gen-series-commit/    the complete new series, its manifest, the list
                          of files to remove and the hashes of the files it
                          replaces (a file changed since is not replaced:
-                         the run that finishes the move stops instead).  Renaming the staging directory
+                         the run that finishes the move stops instead).
+                         Renaming the staging directory
                          to this name is the commit point: from then on the
                          new series is the one in DIR, and whichever run
                          comes next finishes moving it in.

@@ -99,13 +99,12 @@ def verify_dsc(dsc: Path) -> None:
     OpenPGP signature is not checked: there is no keyring to check it
     against."""
     text = read_input(dsc).decode("utf-8", errors="replace")
-    for field, algorithm in DSC_CHECKSUMS:
-        entries = dsc_field(text, field)
-        if entries:
-            break
-    else:
+    found = [(field, algorithm, entries) for field, algorithm in DSC_CHECKSUMS
+             if (entries := dsc_field(text, field))]
+    if not found:
         raise ToolError(f"--qemu {dsc}: no Checksums-Sha256 (or Files) "
                         "field: not a Debian source package")
+    field, algorithm, entries = found[0]
     for entry in entries:
         parts = entry.split()
         if len(parts) != 3 or not parts[1].isdigit():
@@ -163,7 +162,8 @@ def safe_members(tarball: Path,
     members = tar.getmembers()
     names = {_member_name(tarball, m): m for m in members}
     links = {n for n, m in names.items() if m.issym()}
-    first, last = [], []
+    first: list[tarfile.TarInfo] = []
+    last: list[tarfile.TarInfo] = []
     for member in members:
         name = _member_name(tarball, member)
         refuse = None
@@ -175,10 +175,10 @@ def safe_members(tarball: Path,
                 refuse = (f"a hard link to {member.linkname!r}, which is "
                           "no file of the tarball")
         elif member.issym():
-            target = posixpath.normpath(posixpath.join(
+            points = posixpath.normpath(posixpath.join(
                 posixpath.dirname(name), member.linkname))
-            if member.linkname.startswith("/") or target == ".." or \
-                    target.startswith("../"):
+            if member.linkname.startswith("/") or points == ".." or \
+                    points.startswith("../"):
                 refuse = (f"a symbolic link to {member.linkname!r}, "
                           "outside the tarball")
         else:

@@ -17,7 +17,7 @@ import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import unidiff
 
@@ -25,6 +25,9 @@ from generator import gitops, outdir, patchfiles
 from generator.errors import CheckFailed, ToolError
 from generator.qemutree import BaseTree
 from generator.source import read_text_input
+
+if TYPE_CHECKING:
+    import git
 
 SUMMARY_RE = re.compile(r"^\s*(\d+|-):\s+(\S+) ([=!<>]) +(\d+|-):\s+(\S+) (.*)$")
 VERDICTS = {"=": "same", "<": "dropped", ">": "added"}
@@ -70,7 +73,7 @@ def essence(patch: Path) -> Essence:
     return message, files
 
 
-def _commit_series(repo: gitops.git.Repo, base: BaseTree, series_dir: Path,
+def _commit_series(repo: "git.Repo", base: BaseTree, series_dir: Path,
                    files: list[Path]) -> str:
     """The series committed onto its base; one that does not apply there
     is bad input (exit 2), named with git's first words."""

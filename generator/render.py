@@ -12,8 +12,7 @@ from pathlib import Path
 import jinja2
 
 from generator.errors import SpecError
-from generator.source import SourceInfo, confined, display_path, \
-    read_input
+from generator.source import SourceInfo, confined, display_path, read_input
 from generator.specload import decode_text
 
 

@@ -11,8 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import yaml
 
 from generator.errors import SpecError
-from generator.source import SourceInfo, confined, display_path, \
-    read_input
+from generator.source import SourceInfo, confined, display_path, read_input
 
 # What YAML holds: a scalar, a list or a Node, checked where it is read
 Data: TypeAlias = Any

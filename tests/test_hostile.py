@@ -33,7 +33,7 @@ from test_faults import faulty
 from test_fuzz_contract import run_cli
 from test_generate import read_series, renamed_spec
 
-from generator.outdir import JOURNAL, MANIFEST
+from generator.outdir import JOURNAL
 
 MINI_SPEC = PROJECT / "tests" / "fixtures" / "mini-spec.yaml"
 MINI_TEMPLATES = PROJECT / "tests" / "spec-errors" / "templates"
