@@ -2,9 +2,10 @@
 
 import signal
 from collections.abc import Callable
+from pathlib import Path
 from types import FrameType
 
-from generator.source import SourceInfo
+from generator.source import SourceInfo, read_input
 
 
 class GenError(Exception):
@@ -55,3 +56,18 @@ def terminate_as_interrupt() -> Callable[[], None]:
     def restore() -> None:
         signal.signal(signal.SIGTERM, previous)
     return restore
+
+
+def read_text_input(path: Path, what: str) -> str:
+    """An input text file (read_input), UTF-8; anything else is a
+    ToolError naming `what` and the file."""
+    try:
+        data = read_input(path)
+    except OSError as e:
+        raise ToolError(f"{what}: {path}: {e.strerror}")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise ToolError(f"{what}: {path}:{line}: not UTF-8 text (byte "
+                        f"{data[e.start]:#04x})")

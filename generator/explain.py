@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, NotRequired, TypedDict, overload
 
-from generator.errors import CheckFailed, ToolError
+from generator.errors import CheckFailed, ToolError, read_text_input
 from generator.outdir import COVER_LETTER, sha256
 from generator.provenance import MAP_FORMAT, MAP_NAME
-from generator.source import confined, plain_name, read_input, read_text_input
+from generator.source import confined, plain_name, read_input
 
 # the patch files a map may name: files of the series directory itself
 PATCH_NAME = re.compile(r"\d{4}-[^/\0]*\.patch")

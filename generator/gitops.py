@@ -426,6 +426,20 @@ def read_blob(repo_path: Path, commit: str, path: str) -> str | None:
     return data.decode("utf-8", errors="replace")
 
 
+def fsck(repo_path: Path) -> str | None:
+    """What `git fsck` finds wrong with a repository (its first line), or
+    None: every object there and readable."""
+    proc = subprocess.run(["git", "-C", str(repo_path), "fsck",
+                           "--no-dangling", "--no-progress"],
+                          env={**os.environ, **GIT_ENV},
+                          capture_output=True, text=True, errors="replace")
+    if proc.returncode == 0:
+        return None
+    said = [ln for ln in (proc.stderr + proc.stdout).splitlines()
+            if ln.strip()]
+    return f"git fsck: {said[0] if said else f'exit {proc.returncode}'}"
+
+
 def blob_mode(repo_path: Path, commit: str, path: str) -> int | None:
     """The tree-entry mode of `path` at `commit` (0o100644, 0o120000 for a
     symbolic link, ...), or None if the commit has no such entry."""

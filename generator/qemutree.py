@@ -283,15 +283,7 @@ def cache_damage(repo: Path) -> str | None:
         return e.strerror
     if owner != os.geteuid():
         return f"owned by uid {owner}, not by you: git refuses it"
-    proc = subprocess.run(["git", "-C", str(repo), "fsck", "--no-dangling",
-                           "--no-progress"],
-                          env={**os.environ, **gitops.GIT_ENV},
-                          capture_output=True, text=True, errors="replace")
-    if proc.returncode == 0:
-        return None
-    said = [ln for ln in (proc.stderr + proc.stdout).splitlines()
-            if ln.strip()]
-    return f"git fsck: {said[0] if said else f'exit {proc.returncode}'}"
+    return gitops.fsck(repo)
 
 
 def blame_damaged_cache(run: Callable[[], int]) -> int:

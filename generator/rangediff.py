@@ -17,17 +17,13 @@ import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import unidiff
 
 from generator import gitops, outdir, patchfiles
-from generator.errors import CheckFailed, ToolError
+from generator.errors import CheckFailed, ToolError, read_text_input
 from generator.qemutree import BaseTree
-from generator.source import read_text_input
-
-if TYPE_CHECKING:
-    import git
 
 SUMMARY_RE = re.compile(r"^\s*(\d+|-):\s+(\S+) ([=!<>]) +(\d+|-):\s+(\S+) (.*)$")
 VERDICTS = {"=": "same", "<": "dropped", ">": "added"}
@@ -73,14 +69,14 @@ def essence(patch: Path) -> Essence:
     return message, files
 
 
-def _commit_series(repo: "git.Repo", base: BaseTree, series_dir: Path,
-                   files: list[Path]) -> str:
+def _commit_series(commit: Callable[[], str], base: BaseTree,
+                   series_dir: Path, files: list[Path]) -> str:
     """The series committed onto its base; one that does not apply there
     is bad input (exit 2), named with git's first words."""
     for path in files:
         read_text_input(path, str(series_dir))     # UTF-8, a regular file
     try:
-        return gitops.commit_patches(repo, base.commit, files)
+        return commit()
     except CheckFailed as e:
         said = "; ".join(ln for ln in e.msg.splitlines()[1:] if ln.strip())
         raise ToolError(f"{series_dir}: {e.msg.splitlines()[0]} on QEMU "
@@ -98,10 +94,14 @@ def compare(old: BaseTree, old_dir: Path, new: BaseTree, new_dir: Path,
         repo = gitops.union_repo(Path(tmp), [old.repo, new.repo])
         progress(f"committing {len(old_files)} patches onto QEMU "
                  f"{old.version}")
-        old_tip = _commit_series(repo, old, Path(old_dir), old_files)
+        old_tip = _commit_series(
+            lambda: gitops.commit_patches(repo, old.commit, old_files), old,
+            Path(old_dir), old_files)
         progress(f"committing {len(new_files)} patches onto QEMU "
                  f"{new.version}")
-        new_tip = _commit_series(repo, new, Path(new_dir), new_files)
+        new_tip = _commit_series(
+            lambda: gitops.commit_patches(repo, new.commit, new_files), new,
+            Path(new_dir), new_files)
         text = gitops.range_diff(repo, f"{old.commit}..{old_tip}",
                                  f"{new.commit}..{new_tip}")
     pairs: list[Pair] = []

@@ -77,19 +77,3 @@ class NotRegularFile(OSError):
     def __init__(self, path: Path | str):
         super().__init__(errno.EINVAL, "not a regular file (a FIFO, a "
                          "device, a socket or a directory)", str(path))
-
-
-def read_text_input(path: Path, what: str) -> str:
-    """An input text file (read_input), UTF-8; anything else is a
-    ToolError naming `what` and the file."""
-    from generator.errors import ToolError
-    try:
-        data = read_input(path)
-    except OSError as e:
-        raise ToolError(f"{what}: {path}: {e.strerror}")
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = data.count(b"\n", 0, e.start) + 1
-        raise ToolError(f"{what}: {path}:{line}: not UTF-8 text (byte "
-                        f"{data[e.start]:#04x})")

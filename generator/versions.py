@@ -27,10 +27,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from generator import outdir, rangediff
-from generator.errors import ToolError
+from generator.errors import ToolError, read_text_input
 from generator.model import Series
 from generator.qemutree import BaseTree
-from generator.source import read_text_input
 
 CHANGE_ID_RE = re.compile(r"^change-id: (\S+)$", re.M)
 BASE_COMMIT_RE = re.compile(r"^base-commit: \S+\n", re.M)
