@@ -357,8 +357,9 @@ def workspace(tmp: Path, series: Path) -> Path:
 def mutate_series_dir(draw, series: Path) -> None:
     """Bytes of a patch or the cover letter changed, a file swapped for a
     link out, a FIFO or a directory, removed or renamed."""
-    names = sorted(p.name for p in series.iterdir()
-                   if p.name.endswith(".patch"))
+    names = sorted(p.name for p in series.iterdir()   # not one swapped
+                   if p.name.endswith(".patch") and p.is_file() and
+                   not p.is_symlink())
     if not names:
         return
     victim = series / draw(st.sampled_from(names))
