@@ -112,6 +112,10 @@ def _is_row(row: object, types: tuple[tuple[type, ...], ...]) -> bool:
         (v is None and type(None) in t) for v, t in zip(row, types, strict=True))
 
 
+def _known(key: object, table: dict[str, object]) -> bool:
+    return isinstance(key, str) and key in table
+
+
 def map_damage(data: dict[str, object]) -> str | None:
     """What in a loaded map is not as provenance.py writes it, or None:
     names of files outside the series, values of the wrong type,
@@ -126,7 +130,7 @@ def map_damage(data: dict[str, object]) -> str | None:
                 isinstance(p.get("subject"), str)):
             return f"patch {pid!r}"
     for cid, c in changes.items():
-        if not (isinstance(c, dict) and c.get("patch") in patches and
+        if not (isinstance(c, dict) and _known(c.get("patch"), patches) and
                 all(isinstance(c.get(k), str) for k in
                     ("file", "action", "spec")) and
                 isinstance(c.get("item"), (str, type(None))) and
@@ -138,7 +142,7 @@ def map_damage(data: dict[str, object]) -> str | None:
     for name, f in files.items():
         if not PATCH_NAME.fullmatch(name) or not plain_name(name):
             return f"{name!r} is not a patch file of the series"
-        if not (isinstance(f, dict) and f.get("patch") in patches and
+        if not (isinstance(f, dict) and _known(f.get("patch"), patches) and
                 isinstance(f.get("sha256"), str) and
                 all(isinstance(f.get(k), list)
                     for k in ("hunks", "added", "removed"))):
@@ -149,7 +153,7 @@ def map_damage(data: dict[str, object]) -> str | None:
                         (r[1] is None or r[1] in changes)
                         for r in f["removed"])
                 and all(_is_row(h, (num, num, (str,), (list,))) and
-                        all(cid in changes for cid in h[3])
+                        all(_known(cid, changes) for cid in h[3])
                         for h in f["hunks"])):
             return f"the lines of {name!r}"
     return None
