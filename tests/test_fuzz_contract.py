@@ -413,13 +413,15 @@ def test_fuzz_series_directories_keep_the_contract(minitree, mini_spec,
 
 def mutate_map(draw, smap: dict) -> None:
     how = draw(st.sampled_from(["data", "data", "name", "row"]))
-    if how == "name" and smap.get("files"):
+    if how == "name" and isinstance(smap.get("files"), dict) and \
+            smap["files"]:
         name = draw(st.sampled_from(sorted(smap["files"])))
         smap["files"][draw(st.sampled_from(PATH_TRICKS))] = \
             smap["files"].pop(name)
-    elif how == "row" and smap.get("files"):
+    elif how == "row" and isinstance(smap.get("files"), dict) and \
+            smap["files"]:
         entry = smap["files"][draw(st.sampled_from(sorted(smap["files"])))]
-        if isinstance(entry, dict) and entry.get("added"):
+        if isinstance(entry, dict) and isinstance(entry.get("added"), list):
             entry["added"].append([draw(st.integers(-5, 10 ** 6)),
                                    draw(st.sampled_from(
                                        [None, "no-such-change"] +
