@@ -30,6 +30,7 @@ from generator.errors import ToolError, read_text_input
 from generator.output import outdir, rangediff
 from generator.output.written import WrittenSeries
 from generator.qemutree import BaseTree
+from generator.source import read_input
 from generator.spec.model import Series
 
 logger = logging.getLogger(__name__)
@@ -71,6 +72,14 @@ def archive_dir(out: Path, version: int) -> Path:
     return out.with_name(f"{out.name}.v{version}")
 
 
+def _kept_bytes(path: Path) -> bytes:
+    """A file of a series to keep: a regular file (a FIFO never blocks)."""
+    try:
+        return read_input(path)
+    except OSError as e:
+        raise ToolError(f"--keep-version: {path}: {e.strerror}")
+
+
 def keep_previous(out: Path, version: int) -> Path | None:
     """Copy the version K of the series in `out`, older or newer, to
     `out.vK/` (a rerun of the same version replaces it, as generate does);
@@ -82,10 +91,10 @@ def keep_previous(out: Path, version: int) -> Path | None:
     kept = WrittenSeries.at(out, "--keep-version").version
     if kept is not None:
         if kept != version:
-            series = {p.name: p.read_bytes() for p in sorted(out.iterdir())
+            series = {p.name: _kept_bytes(p) for p in sorted(out.iterdir())
                       if outdir.SERIES_FILE.match(p.name)}
             target = archive_dir(out, kept)
-            held = {p.name: p.read_bytes() for p in target.glob("*")
+            held = {p.name: _kept_bytes(p) for p in target.glob("*")
                     if outdir.SERIES_FILE.match(p.name)} \
                 if target.is_dir() else {}
             if held and held != series:
