@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from importlib import import_module
 from typing import NoReturn
 
-from generator.errors import GenError
+from generator.errors import GenError, Terminated, terminate_as_interrupt
 
 # one module per command in generator/commands/, each with add_parser()
 # (its arguments and help) and run(args); listed, not discovered
@@ -93,18 +93,26 @@ def describe_unexpected(e: BaseException) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     setup_logging(args.quiet)
+    restore = terminate_as_interrupt()  # SIGTERM as SIGINT, exit 143
     try:
-        status: int = args.func(args)   # a command module's run()
+        from generator.qemutree import blame_damaged_cache
+        # a command module's run()
+        status: int = blame_damaged_cache(lambda: args.func(args))
         return status
     except GenError as e:
         msg = str(e) if e.exit_code != 2 else one_line(str(e))
         print(f"gen-series: error: {msg}", file=sys.stderr)
+        return e.exit_code
+    except Terminated as e:
+        print("gen-series: terminated", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("gen-series: interrupted", file=sys.stderr)
         return 130
     except Exception as e:      # the last resort: the contract holds for bugs
         return last_resort(e, args)
+    finally:
+        restore()
 
 
 def last_resort(e: Exception, args: argparse.Namespace) -> int:

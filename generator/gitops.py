@@ -9,6 +9,7 @@ naming the repository and what git said, never as GitCommandError.
 
 import datetime
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Iterable, Mapping
@@ -286,6 +287,63 @@ def am(repo: git.Repo, patch: Path) -> None:
         raise CheckFailed(f"{patch.name} does not apply:\n{git_message(e)}")
 
 
+DIFF_GIT_RE = re.compile(r"^diff --git a/(.+?) b/(.+)$")
+INDEX_RE = re.compile(r"^index ([0-9a-f]+)\.\.([0-9a-f]+)(?: \d+)?$")
+
+
+def patch_claims(text: str) -> tuple[set[str], dict[str, str | None]]:
+    """What a format-patch mail says its diff does: every path it changes,
+    and for each binary part (GIT binary patch, full index) the blob the
+    file must have afterwards (None: deleted)."""
+    paths: set[str] = set()
+    binary: dict[str, str | None] = {}
+    current: tuple[str, str] | None = None
+    new_blob = ""
+    for line in text.split("\n"):
+        m = DIFF_GIT_RE.match(line)
+        if m:
+            current, new_blob = (m.group(1), m.group(2)), ""
+            paths.update(current)
+            continue
+        if current is None:
+            continue
+        if line.startswith("rename to ") or line.startswith("copy to "):
+            paths.add(line.split(" ", 2)[2])
+        m = INDEX_RE.match(line)
+        if m:
+            new_blob = m.group(2)
+        if line == "GIT binary patch" and new_blob:
+            binary[current[1]] = None if set(new_blob) == {"0"} \
+                else new_blob
+    return paths, binary
+
+
+def applied_differently(repo: git.Repo, patch: Path) -> str | None:
+    """How the commit `git am` just made differs from what the patch says
+    (a file it changes left alone, a binary file without the blob the
+    patch names), or None.  git am exits 0 on a mail cut short in a
+    binary part: it applies the rest and drops that file."""
+    paths, binary = patch_claims(
+        Path(patch).read_bytes().decode("utf-8", errors="replace"))
+    changed = set(_run(repo, "diff-tree", "-r", "--no-renames",
+                       "--name-only", "--no-commit-id", "HEAD~1",
+                       "HEAD").splitlines())
+    if paths != changed:
+        missing = sorted(paths - changed) or sorted(changed - paths)
+        return f"{', '.join(missing)} not changed as the patch says"
+    for path, blob in binary.items():
+        try:
+            got: str | None = _run(repo, "rev-parse", "--verify", "-q",
+                                   f"HEAD:{path}")
+        except ToolError:
+            got = None
+        if (got or None) != blob and not (got and blob and
+                                          got.startswith(blob)):
+            return (f"{path} is not the blob {blob or '(deleted)'} the "
+                    "binary patch makes")
+    return None
+
+
 def _abort_am(repo: git.Repo) -> None:
     """End a `git am` left half-way (this run's, or a killed one's).  git
     wants an identity even to abort; if it still refuses, its state
@@ -368,6 +426,31 @@ def read_blob(repo_path: Path, commit: str, path: str) -> str | None:
         return None
     data: bytes = blob.data_stream.read()
     return data.decode("utf-8", errors="replace")
+
+
+def fsck(repo_path: Path) -> str | None:
+    """What `git fsck` finds wrong with a repository (its first line), or
+    None: every object there and readable."""
+    proc = subprocess.run(["git", "-C", str(repo_path), "fsck",
+                           "--no-dangling", "--no-progress"],
+                          env={**os.environ, **GIT_ENV},
+                          capture_output=True, text=True, errors="replace")
+    if proc.returncode == 0:
+        return None
+    said = [ln for ln in (proc.stderr + proc.stdout).splitlines()
+            if ln.strip()]
+    return f"git fsck: {said[0] if said else f'exit {proc.returncode}'}"
+
+
+def blob_mode(repo_path: Path, commit: str, path: str) -> int | None:
+    """The tree-entry mode of `path` at `commit` (0o100644, 0o120000 for a
+    symbolic link, ...), or None if the commit has no such entry."""
+    try:
+        mode: int = (open_repo(repo_path).commit(commit).tree / path).mode
+        return mode
+    except (KeyError, ValueError, git.BadName, git.InvalidGitRepositoryError,
+            git.NoSuchPathError, git.GitCommandError):
+        return None
 
 
 def union_repo(dest: Path, sources: Iterable[Path]) -> git.Repo:

@@ -10,18 +10,25 @@ found damaged is unpacked again.
 import fcntl
 import hashlib
 import logging
+import lzma
+import os
+import posixpath
+import re
 import shutil
+import stat
 import subprocess
 import tarfile
 import tempfile
-from collections.abc import Iterator
+import zlib
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from generator import gitops
-from generator.errors import ToolError
+from generator.errors import AnchorError, GenError, SpecError, ToolError
 from generator.paths import cache_dir
+from generator.source import open_input, plain_name, read_input
 
 logger = logging.getLogger(__name__)
 
@@ -48,18 +55,82 @@ class BaseTree:
         return ToolError(f"--qemu {self.origin}: {why}")
 
 
+# what a VERSION file may hold: a release number (10.2.2, 10.1.90,
+# 9.2.0-rc1); it names directories (builds/<version>), so never a path
+VERSION_RE = re.compile(r"[0-9]+(\.[0-9]+)+([-+~][0-9A-Za-z.]+)?")
+
+
+def check_version(text: str, origin: str) -> str:
+    """The release a VERSION file names, refused unless it is one."""
+    version = text.strip()
+    if len(version) > 40 or not VERSION_RE.fullmatch(version) or \
+            ".." in version:
+        raise ToolError(f"{origin}: VERSION holds {version[:40]!r}, not a "
+                        "QEMU release number (such as 10.2.2)")
+    return version
+
+
 def _digest(path: Path) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open_input(path) as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()[:16]
+
+
+# a .dsc's checksum fields, strongest first: (field, hashlib name)
+DSC_CHECKSUMS = (("Checksums-Sha256", "sha256"), ("Checksums-Sha1", "sha1"),
+                 ("Files", "md5"))
+
+
+def dsc_field(text: str, field: str) -> list[str] | None:
+    """The continuation lines of a deb822 multi-line field, or None."""
+    found = re.search(rf"^{re.escape(field)}:[ \t]*\n((?:[ \t].*\n?)*)",
+                      text, re.M)
+    return None if found is None else \
+        [ln.strip() for ln in found.group(1).splitlines() if ln.strip()]
+
+
+def verify_dsc(dsc: Path) -> None:
+    """Every file the .dsc lists is beside it, a plain name, with the size
+    and checksum the .dsc gives (its strongest checksum field).  Its
+    OpenPGP signature is not checked: there is no keyring to check it
+    against."""
+    text = read_input(dsc).decode("utf-8", errors="replace")
+    found = [(field, algorithm, entries) for field, algorithm in DSC_CHECKSUMS
+             if (entries := dsc_field(text, field))]
+    if not found:
+        raise ToolError(f"--qemu {dsc}: no Checksums-Sha256 (or Files) "
+                        "field: not a Debian source package")
+    field, algorithm, entries = found[0]
+    for entry in entries:
+        parts = entry.split()
+        if len(parts) != 3 or not parts[1].isdigit():
+            raise ToolError(f"--qemu {dsc}: {field}: cannot read {entry!r}")
+        want, size, name = parts
+        if not plain_name(name):
+            raise ToolError(f"--qemu {dsc}: {field} names {name!r}, which "
+                            "is not a file beside the .dsc")
+        path = dsc.parent / name
+        h = hashlib.new(algorithm)
+        try:
+            with open_input(path) as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+                got_size = f.tell()
+        except OSError as e:
+            raise ToolError(f"--qemu {dsc}: {name}: {e.strerror}")
+        if got_size != int(size) or h.hexdigest() != want.lower():
+            raise ToolError(f"--qemu {dsc}: {name} fails its {algorithm} "
+                            f"checksum ({field}): it is not the file the "
+                            ".dsc was made with")
 
 
 def _unpack_dsc(dsc: Path, dest: Path) -> None:
     if shutil.which("dpkg-source") is None:
         raise ToolError("dpkg-source is needed to unpack a .dsc "
                         "(apt-get install dpkg-dev)")
+    verify_dsc(dsc)
     proc = subprocess.run(["dpkg-source", "--no-check", "-x", str(dsc),
                            str(dest)], capture_output=True, text=True,
                           cwd=dest.parent)
@@ -69,12 +140,79 @@ def _unpack_dsc(dsc: Path, dest: Path) -> None:
     shutil.rmtree(dest / ".pc", ignore_errors=True)
 
 
+def _member_name(tarball: Path, member: tarfile.TarInfo) -> str:
+    """A member's path inside the tarball, refused if it is not one."""
+    name = posixpath.normpath(member.name)
+    if member.name.startswith("/") or name == ".." or \
+            name.startswith("../") or "\0" in name:
+        raise ToolError(f"--qemu {tarball}: member {member.name!r} lies "
+                        "outside the tarball")
+    return name
+
+
+def safe_members(tarball: Path,
+                 tar: tarfile.TarFile) -> list[tarfile.TarInfo]:
+    """The members to unpack, in the order to unpack them: directories and
+    regular files, hard links to a regular member, then symbolic links
+    whose target stays inside the tarball (last, so that nothing is
+    written through one).  A device, a FIFO, a link out of the tarball or
+    a member below a symbolic link is refused, naming it."""
+    members = tar.getmembers()
+    names = {_member_name(tarball, m): m for m in members}
+    links = {n for n, m in names.items() if m.issym()}
+    first: list[tarfile.TarInfo] = []
+    last: list[tarfile.TarInfo] = []
+    for member in members:
+        name = _member_name(tarball, member)
+        refuse = None
+        if member.isdir() or member.isreg():
+            pass
+        elif member.islnk():
+            target = names.get(posixpath.normpath(member.linkname))
+            if target is None or not target.isreg():
+                refuse = (f"a hard link to {member.linkname!r}, which is "
+                          "no file of the tarball")
+        elif member.issym():
+            points = posixpath.normpath(posixpath.join(
+                posixpath.dirname(name), member.linkname))
+            if member.linkname.startswith("/") or points == ".." or \
+                    points.startswith("../"):
+                refuse = (f"a symbolic link to {member.linkname!r}, "
+                          "outside the tarball")
+        else:
+            refuse = "a device, a FIFO or another special file"
+        parent = posixpath.dirname(name)
+        while refuse is None and parent:
+            if parent in links:
+                refuse = f"below the symbolic link {parent}"
+            parent = posixpath.dirname(parent)
+        if refuse:
+            raise ToolError(f"--qemu {tarball}: member {member.name}: "
+                            f"{refuse}; not unpacked")
+        (last if member.issym() else first).append(member)
+    return first + last
+
+
 def _unpack_tarball(tarball: Path, dest: Path) -> None:
-    with tarfile.open(tarball) as tar:
-        tops = {m.name.split("/", 1)[0] for m in tar.getmembers()}
-        tar.extractall(dest.parent / "x", filter="tar")
-    inner = dest.parent / "x" / tops.pop() if len(tops) == 1 \
-        else dest.parent / "x"
+    """Unpack as data, whoever packed it: no owner (the files are ours, so
+    git accepts the tree as root too), no special files, no set-id bits,
+    nothing outside `dest`."""
+    try:
+        with open_input(tarball) as f, tarfile.open(fileobj=f) as tar:
+            members = safe_members(tarball, tar)
+            tops = {_member_name(tarball, m).split("/", 1)[0]
+                    for m in members}
+            tar.extractall(dest.parent / "x", members=members,
+                           filter="data")
+    except tarfile.FilterError as e:
+        raise ToolError(f"--qemu {tarball}: member {e.tarinfo.name}: {e}; "
+                        "not unpacked")
+    except (tarfile.TarError, EOFError, lzma.LZMAError, zlib.error) as e:
+        raise ToolError(f"--qemu {tarball}: not a readable tarball ({e})")
+    tops.discard(".")
+    single = dest.parent / "x" / tops.pop() if len(tops) == 1 else None
+    inner = single if single is not None and single.is_dir() and \
+        not single.is_symlink() else dest.parent / "x"
     inner.rename(dest)
 
 
@@ -125,13 +263,55 @@ def _cached_base(done: Path, origin: Path) -> tuple[BaseTree | None, str]:
     version = gitops.read_blob(done, commit, "VERSION")
     if version is None:
         return None, "VERSION unreadable"
-    return BaseTree(done, commit, version.strip(), str(origin),
-                    cached=True), ""
+    base = BaseTree(done, commit, check_version(version, str(done)),
+                    str(origin), cached=True)
+    USED_CACHE.append(done)
+    return base, ""
+
+
+# the cached trees this process uses, for blame_damaged_cache()
+USED_CACHE: list[Path] = []
+
+
+def cache_damage(repo: Path) -> str | None:
+    """What is wrong with a cached tree (git fsck, ownership), or None."""
+    try:
+        owner = repo.stat().st_uid
+    except OSError as e:
+        return e.strerror
+    if owner != os.geteuid():
+        return f"owned by uid {owner}, not by you: git refuses it"
+    return gitops.fsck(repo)
+
+
+def blame_damaged_cache(run: Callable[[], int]) -> int:
+    """run(); if it fails while a cached tree it used is damaged (an
+    object missing or corrupt, another owner), the damage is the error:
+    `cache damaged: remove DIR (...)`, whatever git said on the way
+    ("Broken pipe", a patch that "does not apply", a safe.directory
+    hint).  A spec or anchor error is never the cache's: not checked."""
+    USED_CACHE.clear()
+    try:
+        return run()
+    except (SpecError, AnchorError):
+        raise
+    except Exception as e:
+        if isinstance(e, GenError) and str(e).startswith("cache damaged"):
+            raise
+        for repo in dict.fromkeys(USED_CACHE):
+            why = cache_damage(repo)
+            if why is not None:
+                raise ToolError(f"cache damaged: remove {repo} ({why})") \
+                    from e
+        raise
 
 
 def _import(path: Path) -> BaseTree:
     """Unpack a tarball or .dsc into a cached git repo (once)."""
-    key = f"{path.name}-{_digest(path)}"
+    try:
+        key = f"{path.name}-{_digest(path)}"
+    except OSError as e:
+        raise ToolError(f"--qemu {path}: {e.strerror}")
     trees = cache_dir() / "trees"
     done = trees / key
     base, why = _cached_base(done, path)
@@ -179,9 +359,14 @@ def _unpack_into(path: Path, done: Path, trees: Path, key: str) -> None:
             _unpack_dsc(path.resolve(), src)
         else:
             _unpack_tarball(path, src)
-        if not (src / "VERSION").is_file():
-            raise ToolError(f"{path}: not a QEMU source (no VERSION)")
-        version = (src / "VERSION").read_text().strip()
+        if not src.is_dir() or not (src / "VERSION").exists():
+            raise ToolError(f"--qemu {path}: not a QEMU source (no VERSION "
+                            "at its top)")
+        if not stat.S_ISREG((src / "VERSION").lstat().st_mode):
+            raise ToolError(f"--qemu {path}: its VERSION is not a regular "
+                            "file (a link?)")
+        version = check_version(
+            (src / "VERSION").read_text(errors="replace"), f"--qemu {path}")
         repo = gitops.init_repo(src)
         gitops.commit_all(repo, f"QEMU {version} ({path.name})",
                           "%s <%s>" % gitops.BASE_IDENTITY,
@@ -203,10 +388,18 @@ def resolve_base(qemu: str) -> BaseTree:
         if top is None or commit is None:
             raise ToolError(f"--qemu {qemu}: a directory must be a QEMU git "
                             "work tree (or give a release tarball or .dsc)")
+        mode = gitops.blob_mode(top, commit, "VERSION")
         version = gitops.read_blob(top, commit, "VERSION")
         if version is None:
             raise ToolError(f"{qemu}: not a QEMU tree (no VERSION file)")
-        return BaseTree(top, commit, version.strip(), qemu)
+        if mode is None or not stat.S_ISREG(mode):
+            raise ToolError(f"--qemu {qemu}: its VERSION is not a regular "
+                            "file (a symbolic link?)")
+        return BaseTree(top, commit, check_version(version, f"--qemu {qemu}"),
+                        qemu)
+    if not path.is_file():
+        raise ToolError(f"--qemu {qemu}: not a regular file (a FIFO, a "
+                        "device or a socket)")
     if path.name.endswith(".dsc") or path.name.endswith(TARBALL_SUFFIXES):
         return _import(path)
     raise ToolError(f"--qemu {qemu}: expected a QEMU git work tree, a release "

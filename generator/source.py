@@ -1,8 +1,11 @@
 """Where something came from, for error messages."""
 
+import errno
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 
 def display_path(path: Path) -> str:
@@ -37,3 +40,40 @@ def confined(root: Path, relative: str) -> Path | None:
     top = Path(root).resolve()
     path = (top / relative).resolve()
     return path if path.is_relative_to(top) and path != top else None
+
+
+def plain_name(name: str) -> bool:
+    """One file name, not a path: no directory part, not `.` or `..`
+    (what a series directory, a series map or a .dsc may name)."""
+    return bool(name) and "/" not in name and "\0" not in name and \
+        name not in (".", "..")
+
+
+def open_input(path: Path) -> BinaryIO:
+    """An input file opened for reading; it must be a regular file (a
+    symbolic link to one is followed).  It is opened without blocking, so
+    that a FIFO or a device named as an input is refused, not waited on:
+    OSError "not a regular file" naming `path`."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise NotRegularFile(path)
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_input(path: Path) -> bytes:
+    """The bytes of an input file (open_input)."""
+    with open_input(path) as f:
+        return f.read()
+
+
+class NotRegularFile(OSError):
+    """An input that is a FIFO, a device, a socket or a directory."""
+
+    def __init__(self, path: Path | str):
+        super().__init__(errno.EINVAL, "not a regular file (a FIFO, a "
+                         "device, a socket or a directory)", str(path))

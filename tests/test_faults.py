@@ -30,6 +30,7 @@ from generator.output.outdir import JOURNAL, MANIFEST, STAGING_PREFIX
 # FAULT_KILL_AT=N   SIGKILL at the Nth rename/replace/unlink/rmdir/rmtree
 #                   of a path under FAULT_DIR, or fsync
 # FAULT_KILL_IN=module.function   SIGKILL when it is called
+# FAULT_TERM_IN=module.function   SIGTERM (then the call) when it is called
 # FAULT_ENOSPC_AFTER=N   os.write fails with ENOSPC once N bytes are written
 WRAPPER = r"""
 import errno, importlib, os, shutil, signal, sys
@@ -57,6 +58,14 @@ if "FAULT_KILL_AT" in env:
 if "FAULT_KILL_IN" in env:
     module, _, name = env["FAULT_KILL_IN"].rpartition(".")
     setattr(importlib.import_module(module), name, lambda *a, **k: die())
+if "FAULT_TERM_IN" in env:
+    module, _, name = env["FAULT_TERM_IN"].rpartition(".")
+    mod = importlib.import_module(module)
+    real_fn = getattr(mod, name)
+    def terminated(*a, **k):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return real_fn(*a, **k)
+    setattr(mod, name, terminated)
 if "FAULT_ENOSPC_AFTER" in env:
     budget = [int(env["FAULT_ENOSPC_AFTER"])]
     real_write = os.write

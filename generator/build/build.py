@@ -102,6 +102,13 @@ def apply_one_by_one(src: Path, base: str,
         except CheckFailed as e:
             yield patch, e.msg
             return
+        # git's exit status is not enough: a mail cut short in a binary
+        # part applies without that file, and git am says 0
+        wrong = gitops.applied_differently(repo, patch)
+        if wrong is not None:
+            yield patch, (f"{patch.name} does not apply as written: {wrong} "
+                          "(a damaged patch: a binary part cut short?)")
+            return
         yield patch, None
 
 

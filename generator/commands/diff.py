@@ -1,12 +1,13 @@
 """`gen-series diff`: two series compared with git range-diff."""
 
 import argparse
-from pathlib import Path
 
 from generator.commands.common import (
     QEMU_HELP,
     Subparsers,
     existing,
+    path_arg,
+    qemu_arg,
 )
 
 
@@ -21,16 +22,16 @@ def add_parser(sub: Subparsers) -> None:
         "the series itself, shown as range-diff shows it), added or "
         "dropped.  Two versions of the series on one release (--qemu), or "
         "the same spec on two releases (--qemu and --new-qemu).")
-    dif.add_argument("old", type=Path, metavar="OLD_SERIES",
+    dif.add_argument("old", type=path_arg, metavar="OLD_SERIES",
                      help="a directory of NNNN-*.patch files")
-    dif.add_argument("new", type=Path, metavar="NEW_SERIES",
+    dif.add_argument("new", type=path_arg, metavar="NEW_SERIES",
                      help="a directory of NNNN-*.patch files")
-    dif.add_argument("--qemu", required=True, metavar="PATH",
+    dif.add_argument("--qemu", required=True, type=qemu_arg, metavar="PATH",
                      help="the base of OLD_SERIES (and of NEW_SERIES without "
                      "--new-qemu): " + QEMU_HELP)
-    dif.add_argument("--new-qemu", metavar="PATH",
+    dif.add_argument("--new-qemu", type=qemu_arg, metavar="PATH",
                      help="the base of NEW_SERIES, when it is another release")
-    dif.add_argument("--json", type=Path, metavar="FILE",
+    dif.add_argument("--json", type=path_arg, metavar="FILE",
                      help="also write the pairs as JSON")
     dif.set_defaults(func=run)
 

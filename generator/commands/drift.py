@@ -1,7 +1,6 @@
 """`gen-series drift`: what a new QEMU release does to the series."""
 
 import argparse
-from pathlib import Path
 
 from generator.commands.common import (
     PINNED_QEMU,
@@ -9,6 +8,8 @@ from generator.commands.common import (
     Subparsers,
     add_spec_arguments,
     existing,
+    path_arg,
+    qemu_arg,
 )
 
 
@@ -25,13 +26,13 @@ def add_parser(sub: Subparsers) -> None:
         "how many lines changed upstream in each file the series reads; "
         "then what to fix, or what to review.  Exit status 0 when the "
         "series renders on --qemu, 1 when it does not.")
-    drf.add_argument("--qemu", required=True, metavar="PATH",
+    drf.add_argument("--qemu", required=True, type=qemu_arg, metavar="PATH",
                      help="the new release: " + QEMU_HELP)
-    drf.add_argument("--from", dest="from_qemu", metavar="PATH",
+    drf.add_argument("--from", dest="from_qemu", type=qemu_arg, metavar="PATH",
                      default=str(PINNED_QEMU),
                      help="the release the series renders on today "
                      "(default: the pinned one, %(default)s)")
-    drf.add_argument("--json", type=Path, metavar="FILE",
+    drf.add_argument("--json", type=path_arg, metavar="FILE",
                      help="also write the report as JSON")
     add_spec_arguments(drf, "the spec")
     drf.set_defaults(func=run)

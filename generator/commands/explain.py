@@ -1,11 +1,11 @@
 """`gen-series explain`: where a line of a patch comes from, and back."""
 
 import argparse
-from pathlib import Path
 
 from generator.commands.common import (
     PINNED_SERIES,
     Subparsers,
+    path_arg,
 )
 
 
@@ -31,7 +31,7 @@ def add_parser(sub: Subparsers) -> None:
                      "specs/kvm.yaml:45, templates/kvm/x.c.j2:12")
     exp.add_argument("--spec-item", metavar="ID",
                      help="a change's id: the lines it wrote")
-    exp.add_argument("--series", type=Path, metavar="DIR",
+    exp.add_argument("--series", type=path_arg, metavar="DIR",
                      default=PINNED_SERIES,
                      help="the series (default: %(default)s)")
     exp.set_defaults(func=run)

@@ -50,12 +50,12 @@ def add_parser(sub: Subparsers) -> None:
     ver.add_argument("-v", "--reroll-count", dest="version", type=positive,
                      metavar="N", help="the version: [PATCH vN ...] in the "
                      "subjects (default: the spec's series: version)")
-    ver.add_argument("--previous", type=Path, metavar="DIR",
+    ver.add_argument("--previous", type=path_arg, metavar="DIR",
                      help="the previous version's series directory: the "
                      "cover letter gets 'Changes in vN', per patch (new, "
                      "dropped, message or code changed and where), from a "
                      "range-diff against it")
-    ver.add_argument("--previous-qemu", metavar="PATH",
+    ver.add_argument("--previous-qemu", type=qemu_arg, metavar="PATH",
                      help="the base --previous was made on, when it is not "
                      "--qemu (a series carried to a new release)")
     ver.add_argument("--keep-version", action="store_true",
@@ -98,6 +98,7 @@ def finish_series(args: argparse.Namespace, series: "Series",
     from generator.output import recipients, versions
     from generator.qemutree import resolve_base
 
+    versions.check_options(args.previous, args.previous_qemu)
     versioned = bool(args.version or args.previous or args.keep_version)
     if not versioned and not args.to_maintainers:
         return None

@@ -21,7 +21,7 @@ from generator.errors import AnchorError, GenError, SpecError, ToolError
 from generator.generate import anchors, edits
 from generator.generate.anchors import Region
 from generator.qemutree import BaseTree
-from generator.source import confined, display_path
+from generator.source import confined, display_path, read_input
 from generator.spec.model import Change, Patch, Series
 from generator.spec.templates import render, render_string
 
@@ -216,7 +216,7 @@ def _apply(series: Series, env: jinja2.Environment,
                 if missing_data_ok:
                     return Outcome(patch, change, "no-data")
                 raise missing_data(source, release, change)
-            text = source.read_bytes()
+            text = read_input(source)
         placed = edits.apply_change(root, change, text, release)
     except edits.Unplaced as e:
         return Outcome(patch, change, "failed", e, e.reason, e.original,

@@ -10,8 +10,11 @@ what gen-series keeps in DIR besides it:
                          DIR holds it, as for a committed series)
   .gen-series-staging-*  a run's new files while it writes them; one left
                          by a killed run is deleted by the next run
-  .gen-series-commit/    the complete new series, its manifest and the list
-                         of files to remove.  Renaming the staging directory
+  .gen-series-commit/    the complete new series, its manifest, the list
+                         of files to remove and the hashes of the files it
+                         replaces (a file changed since is not replaced:
+                         the run that finishes the move stops instead).
+                         Renaming the staging directory
                          to this name is the commit point: from then on the
                          new series is the one in DIR, and whichever run
                          comes next finishes moving it in.
@@ -43,6 +46,9 @@ MANIFEST = ".gen-series-manifest"
 STAGING_PREFIX = ".gen-series-staging-"
 JOURNAL = ".gen-series-commit"
 REMOVE = ".remove"      # in JOURNAL: "sha256  name" of each file to remove
+REPLACE = ".replace"    # in JOURNAL: "sha256  name" of each file it
+                        # replaces as it was then (ABSENT: none there)
+ABSENT = "0" * 64
 MANIFEST_HEAD = ("# written by gen-series: the files it wrote here, which "
                  "it may replace or remove\n")
 
@@ -159,13 +165,43 @@ def _recover(out: Path) -> None:
         _complete(out)
 
 
+def _current_hash(path: Path) -> str:
+    """sha256 of the file at `path`, ABSENT if there is none; a directory
+    or another non-file there hashes to no file's hash."""
+    try:
+        return sha256(path.read_bytes())
+    except FileNotFoundError:
+        return ABSENT
+    except IsADirectoryError:
+        return "a directory"
+
+
+def _check_replaced(out: Path, journal: Path, names: list[str]) -> None:
+    """Refuse to move the journal in over a file that is not as it was
+    when the run committed (edited or created since, by hand): that file
+    was not written by gen-series, and is kept."""
+    if not (journal / REPLACE).is_file():
+        return      # a journal of a gen-series that did not record them
+    expected = parse_hashes((journal / REPLACE).read_text(errors="replace"))
+    for name in names:
+        have = _current_hash(out / name)
+        if have in (ABSENT, expected.get(name, ABSENT)) or \
+                have == _current_hash(journal / name):
+            continue
+        raise ToolError(f"--out {out}: {name} was changed since the "
+                        "interrupted run that is replacing it began: move "
+                        "it away (or remove it) and run again to finish "
+                        "that run")
+
+
 def _complete(out: Path) -> None:
     """Move the committed series in; every step may be done again, so a
     run killed here is finished by the next."""
     journal = out / JOURNAL
-    for name in sorted(os.listdir(journal)):
-        if SERIES_FILE.match(name):
-            os.replace(journal / name, out / name)
+    names = [n for n in sorted(os.listdir(journal)) if SERIES_FILE.match(n)]
+    _check_replaced(out, journal, names)
+    for name in names:
+        os.replace(journal / name, out / name)
     remove = journal / REMOVE
     if remove.is_file():
         for name, h in parse_hashes(remove.read_text()).items():
@@ -255,8 +291,10 @@ def _commit(out: Path, changed: dict[str, bytes], remove: dict[str, str],
         raise ToolError(f"--out {out}: cannot write into it: {e.strerror}; "
                         "nothing was written")
     try:
+        replaced = {name: _current_hash(out / name) for name in changed}
         for name, data in sorted(changed.items()):
             _write_new(staging / name, data)
+        _write_new(staging / REPLACE, format_hashes(replaced))
         _write_new(staging / REMOVE, format_hashes(remove))
         _write_new(staging / MANIFEST, new_manifest)
         _fsync_dir(staging)

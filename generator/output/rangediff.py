@@ -16,11 +16,12 @@ pairs the patches.  A pair range-diff calls different is then told apart:
 import logging
 import re
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from generator import gitops
-from generator.errors import ToolError
+from generator.errors import CheckFailed, ToolError, read_text_input
 from generator.output import written
 from generator.output.written import WrittenSeries
 from generator.qemutree import BaseTree
@@ -46,7 +47,7 @@ class Pair:
 
 def _check_base(series_dir: Path, base: BaseTree) -> None:
     """The series was made on `base` (the cover letter says on which)."""
-    made_on = WrittenSeries.at(series_dir).base_commit
+    made_on = WrittenSeries.at(series_dir, str(series_dir)).base_commit
     if made_on and made_on != base.commit:
         raise ToolError(f"{series_dir}: made on base-commit "
                         f"{made_on[:12]}, but {base.origin} is "
@@ -56,10 +57,24 @@ def _check_base(series_dir: Path, base: BaseTree) -> None:
 def essence(patch: Path) -> Essence:
     """What a patch says and does, without where: its message (numbering
     dropped) and, per file, the lines it removes and adds."""
-    text = patch.read_text(encoding="utf-8")
+    text = read_text_input(patch, str(patch.parent))
     head = NUMBERING_RE.sub("Subject: ", text.split("\n---\n", 1)[0])
     message = head[head.find("Subject: "):]
     return message, written.parse(patch).lines
+
+
+def _commit_series(commit: Callable[[], str], base: BaseTree,
+                   series_dir: Path, files: list[Path]) -> str:
+    """The series committed onto its base; one that does not apply there
+    is bad input (exit 2), named with git's first words."""
+    for path in files:
+        read_text_input(path, str(series_dir))     # UTF-8, a regular file
+    try:
+        return commit()
+    except CheckFailed as e:
+        said = "; ".join(ln for ln in e.msg.splitlines()[1:] if ln.strip())
+        raise ToolError(f"{series_dir}: {e.msg.splitlines()[0]} on QEMU "
+                        f"{base.version} ({base.origin}): {said}")
 
 
 def compare(old: BaseTree, old_dir: Path, new: BaseTree,
@@ -73,10 +88,14 @@ def compare(old: BaseTree, old_dir: Path, new: BaseTree,
         repo = gitops.union_repo(Path(tmp), [old.repo, new.repo])
         logger.info(f"committing {len(old_files)} patches onto QEMU "
                     f"{old.version}")
-        old_tip = gitops.commit_patches(repo, old.commit, old_files)
+        old_tip = _commit_series(
+            lambda: gitops.commit_patches(repo, old.commit, old_files), old,
+            Path(old_dir), old_files)
         logger.info(f"committing {len(new_files)} patches onto QEMU "
                     f"{new.version}")
-        new_tip = gitops.commit_patches(repo, new.commit, new_files)
+        new_tip = _commit_series(
+            lambda: gitops.commit_patches(repo, new.commit, new_files), new,
+            Path(new_dir), new_files)
         text = gitops.range_diff(repo, f"{old.commit}..{old_tip}",
                                  f"{new.commit}..{new_tip}")
     pairs: list[Pair] = []

@@ -56,13 +56,27 @@ def get_maintainers(tree: Path, patch: Path) -> dict[str, list[str]]:
     for field, roles in ROLES.items():
         proc = subprocess.run(["perl", SCRIPT, *COMMON, *roles,
                                str(Path(patch).resolve())],
-                              cwd=tree, capture_output=True, text=True)
+                              cwd=tree, capture_output=True, text=True,
+                              errors="replace")
         if proc.returncode != 0:
             raise ToolError(f"{SCRIPT} failed on {Path(patch).name}: "
                             f"{proc.stderr.strip()}")
-        found[field] = [line.strip() for line in proc.stdout.splitlines()
-                        if "@" in line]
+        found[field] = [checked_address(line.strip())
+                        for line in proc.stdout.split("\n") if "@" in line]
     return found
+
+
+def checked_address(address: str) -> str:
+    """An address from the tree's MAINTAINERS, refused if it could add or
+    change a header (a control character, a line break of any kind)."""
+    from generator.spec.shape import header_unsafe
+    bad = header_unsafe(address)
+    if bad is not None or "\ufffd" in address:
+        raise ToolError(f"--to-maintainers: the tree's MAINTAINERS gives "
+                        f"{address!r}, which holds "
+                        f"{bad or chr(0xfffd)!r}: no address in a mail "
+                        "header may")
+    return address
 
 
 def _header(name: str, addresses: list[str]) -> str:

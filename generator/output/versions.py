@@ -26,10 +26,11 @@ import re
 import tempfile
 from pathlib import Path
 
-from generator.errors import ToolError
+from generator.errors import ToolError, read_text_input
 from generator.output import outdir, rangediff
 from generator.output.written import WrittenSeries
 from generator.qemutree import BaseTree
+from generator.source import read_input
 from generator.spec.model import Series
 
 logger = logging.getLogger(__name__)
@@ -71,22 +72,29 @@ def archive_dir(out: Path, version: int) -> Path:
     return out.with_name(f"{out.name}.v{version}")
 
 
+def _kept_bytes(path: Path) -> bytes:
+    """A file of a series to keep: a regular file (a FIFO never blocks)."""
+    try:
+        return read_input(path)
+    except OSError as e:
+        raise ToolError(f"--keep-version: {path}: {e.strerror}")
+
+
 def keep_previous(out: Path, version: int) -> Path | None:
-    """Copy the older version of the series in `out` to `out.vK/`; return
-    the directory holding version `version - 1`, if there is one.
+    """Copy the version K of the series in `out`, older or newer, to
+    `out.vK/` (a rerun of the same version replaces it, as generate does);
+    return the directory holding version `version - 1`, if there is one.
 
     The copy goes through outdir's transaction, so it is whole or absent,
     and an `out.vK/` that holds another series is refused, never
     replaced: a kept version is not rewritten."""
-    if version == 1:
-        return None
-    kept = WrittenSeries.at(out).version
+    kept = WrittenSeries.at(out, "--keep-version").version
     if kept is not None:
-        if kept < version:
-            series = {p.name: p.read_bytes() for p in sorted(out.iterdir())
+        if kept != version:
+            series = {p.name: _kept_bytes(p) for p in sorted(out.iterdir())
                       if outdir.SERIES_FILE.match(p.name)}
             target = archive_dir(out, kept)
-            held = {p.name: p.read_bytes() for p in target.glob("*")
+            held = {p.name: _kept_bytes(p) for p in target.glob("*")
                     if outdir.SERIES_FILE.match(p.name)} \
                 if target.is_dir() else {}
             if held and held != series:
@@ -95,8 +103,10 @@ def keep_previous(out: Path, version: int) -> Path | None:
                                 "away and run again")
             logger.info(f"keeping v{kept} in {target}")
             outdir.replace_series(target, series)
+    if version == 1:
+        return None
     previous = archive_dir(out, version - 1)
-    if WrittenSeries.at(previous).cover is None:
+    if WrittenSeries.at(previous, "--previous").cover is None:
         logger.info(f"no v{version - 1} in {previous}: no 'Changes in "
                     f"v{version}'")
         return None
@@ -129,7 +139,7 @@ def describe_pair(pair: rangediff.Pair, old_dir: Path,
     assert pair.old is not None and pair.new is not None
     old, new = Path(old_dir) / pair.old, Path(new_dir) / pair.new
     words = []
-    old_subject, old_body = _message(old.read_text(encoding="utf-8"))
+    old_subject, old_body = _message(read_text_input(old, "--previous"))
     new_subject, new_body = _message(new.read_text(encoding="utf-8"))
     if old_subject != new_subject:
         words.append(f'subject changed (was "{old_subject}")')
@@ -232,8 +242,11 @@ def changes_section(files: dict[str, bytes], previous_dir: Path,
         new_dir = Path(tmp)
         for name, data in files.items():
             (new_dir / name).write_bytes(data)
-        pairs = rangediff.compare(old_base, Path(previous_dir), new_base,
-                                  new_dir)
+        try:
+            pairs = rangediff.compare(old_base, Path(previous_dir),
+                                      new_base, new_dir)
+        except ToolError as e:
+            raise ToolError(f"--previous: {e}")
         return format_changes(pairs, Path(previous_dir), new_dir, version)
 
 
@@ -244,9 +257,16 @@ def add_changes_section(files: dict[str, bytes], previous_dir: Path,
         files, previous_dir, old_base, new_base, version))
 
 
+def check_options(previous: Path | None, previous_qemu: str | None) -> None:
+    """--previous-qemu is the base of --previous, nothing without it."""
+    if previous_qemu is not None and previous is None:
+        raise ToolError(f"--previous-qemu {previous_qemu}: it is the base of "
+                        "--previous DIR, which is not given")
+
+
 def check_previous(previous: Path, version: int) -> None:
     """--previous names an older version of the series."""
-    found = WrittenSeries.at(previous).version
+    found = WrittenSeries.at(previous, "--previous").version
     if found is None:
         raise ToolError(f"--previous {previous}: no {outdir.COVER_LETTER} there")
     if found >= version:
@@ -258,5 +278,5 @@ def check_previous(previous: Path, version: int) -> None:
 def series_change_id(series: Series, previous: Path | None) -> str:
     """The previous version's change-id, so that it stays what was sent;
     else the one the spec makes."""
-    return (previous and WrittenSeries.at(previous).change_id) or \
+    return (previous and WrittenSeries.at(previous, "--previous").change_id) or \
         make_change_id(series.name, series.date)

@@ -18,7 +18,7 @@ from typing import Any
 
 import unidiff
 
-from generator.errors import CheckFailed, ToolError
+from generator.errors import CheckFailed, ToolError, read_text_input
 from generator.output.outdir import (
     COVER_LETTER,
     JOURNAL,
@@ -26,12 +26,15 @@ from generator.output.outdir import (
     MAP_NAME,
     sha256,
 )
+from generator.source import confined, plain_name, read_input
 
 SUBJECT_NUMBER = re.compile(r"^Subject: \[[^\]]*?\b(\d+)/(\d+)\]", re.M)
 BASE_COMMIT_RE = re.compile(r"^base-commit: ([0-9a-f]+)$", re.M)
 CHANGE_ID_RE = re.compile(r"^change-id: (\S+)$", re.M)
 SUBJECT_RE = re.compile(r"^Subject: (.*(?:\n .*)*)", re.M)
 VERSION_RE = re.compile(r"^\[[^\]]*\bv(\d+)\b[^\]]*\]")
+# the patch files a map may name: files of the series directory itself
+PATCH_NAME = re.compile(r"\d{4}-[^/\0]*\.patch")
 
 
 @dataclass(frozen=True)
@@ -104,22 +107,32 @@ class WrittenSeries:
     """A series directory as `generate` wrote it."""
     dir: Path
     patches: tuple[Path, ...]   # in order, the cover letter apart
-    cover: str | None           # the cover letter's text, if there is one
+    what: str       # how errors name the directory's role (--previous)
 
     @classmethod
-    def at(cls, series_dir: Path) -> "WrittenSeries":
+    def at(cls, series_dir: Path, what: str = "--series") -> "WrittenSeries":
         """Whatever `series_dir` holds (nothing, if it is not there): for
-        a directory that may or may not hold a series."""
+        a directory that may or may not hold a series.  Its files are
+        read when asked for, as regular UTF-8 files (`what` names the
+        directory in the error otherwise)."""
         series_dir = Path(series_dir)
-        cover = series_dir / COVER_LETTER
         return cls(series_dir, tuple(sorted(
             p for p in series_dir.glob("[0-9][0-9][0-9][0-9]-*.patch")
-            if p.name != COVER_LETTER)),
-            cover.read_text(encoding="utf-8") if cover.is_file() else None)
+            if p.name != COVER_LETTER)), what)
+
+    @cached_property
+    def cover(self) -> str | None:
+        """The cover letter's text, if there is one: a regular UTF-8
+        file."""
+        cover = self.dir / COVER_LETTER
+        if not cover.exists():
+            return None
+        return read_text_input(cover, self.what)
 
     @classmethod
     def read(cls, series_dir: Path) -> "WrittenSeries":
-        """The series in `series_dir`, which must be there and whole."""
+        """The series in `series_dir`, which must be there and whole:
+        its files regular files in it (no link out, no FIFO)."""
         series_dir = Path(series_dir)
         if not series_dir.is_dir():
             raise ToolError(f"--series {series_dir}: no such directory")
@@ -130,6 +143,8 @@ class WrittenSeries:
         series = cls.at(series_dir)
         if not series.patches:
             raise ToolError(f"--series {series_dir}: no NNNN-*.patch files")
+        for path in series.patches + (series_dir / COVER_LETTER,):
+            check_member(series_dir, path)
         check_whole(series_dir, list(series.patches))
         return series
 
@@ -153,17 +168,36 @@ class WrittenSeries:
         """series-map.json (generate writes it beside the series), checked
         to be one of this format."""
         path = self.dir / MAP_NAME
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
+        if not path.exists() and not path.is_symlink():
             raise ToolError(f"--series {self.dir}: no {MAP_NAME}: generate "
                             "the series again (generate writes it)")
-        except (OSError, ValueError) as e:
+        if confined(self.dir, MAP_NAME) is None:
+            raise ToolError(f"{path}: a link out of the series directory")
+        try:
+            data = json.loads(read_text_input(path, "--series"))
+        except ValueError as e:
             raise ToolError(f"{path}: unreadable: {e}")
         if not isinstance(data, dict) or data.get("format") != MAP_FORMAT:
             raise ToolError(f"{path}: not a series map of format "
                             f"{MAP_FORMAT}: generate the series again")
+        why = map_damage(data)
+        if why is not None:
+            raise ToolError(f"{path}: not as generate writes it ({why}): "
+                            "generate the series again")
         return data
+
+    def file(self, name: str) -> bytes:
+        """A file of the series directory, by its plain name; never a
+        file outside it (a link out), never one that is not a regular
+        file."""
+        path = confined(self.dir, name) if plain_name(name) else None
+        if path is None:
+            raise ToolError(f"{self.dir / name}: not a file of the series "
+                            f"directory {self.dir}")
+        try:
+            return read_input(path)
+        except OSError as e:
+            raise ToolError(f"{self.dir / name}: {e.strerror}")
 
     def spec_patch(self, name: str) -> str | None:
         """The spec's id of the patch file `name`, from the map (None
@@ -184,7 +218,7 @@ class WrittenSeries:
             entry = self.series_map["files"].get(patch.name)
         except ToolError:
             return []
-        if not entry or entry.get("sha256") != sha256(patch.read_bytes()):
+        if not entry or entry.get("sha256") != sha256(read_input(patch)):
             return []       # not the patch the map was written for
         wrote = {diff_line: change
                  for diff_line, change, _ in entry.get("added", [])}
@@ -203,6 +237,19 @@ class WrittenSeries:
         return touched_c_files(list(self.patches))
 
 
+def check_member(series_dir: Path, path: Path) -> None:
+    """A file of a series directory is a regular file in it: not a link
+    out of it, not a FIFO or a device (which would block a reader)."""
+    if not path.exists() and not path.is_symlink():
+        return
+    if confined(series_dir, path.name) is None:
+        raise ToolError(f"--series {series_dir}: {path.name} is a link out "
+                        "of the directory")
+    if not path.is_file():
+        raise ToolError(f"--series {series_dir}: {path.name}: not a regular "
+                        "file (a FIFO, a device, a socket or a directory)")
+
+
 def check_whole(series_dir: Path, files: list[Path]) -> None:
     """A series with a patch missing, or whose `[... NN/MM]` subjects (and
     cover letter) disagree with its files, is not the series that was
@@ -216,9 +263,62 @@ def check_whole(series_dir: Path, files: list[Path]) -> None:
                           f"{what}")
     cover = series_dir / COVER_LETTER
     for path in ([cover] if cover.is_file() else []) + files:
-        head = path.read_text(encoding="utf-8", errors="replace")
+        head = read_input(path).decode("utf-8", errors="replace")
         m = SUBJECT_NUMBER.search(head.split("\n\n", 1)[0])
         if m and (int(m[1]) != int(path.name[:4]) or int(m[2]) != len(files)):
             raise CheckFailed(
                 f"--series {series_dir}: {path.name} says {m[1]}/{m[2]}, "
                 f"but it is number {int(path.name[:4])} of {len(files)}")
+
+
+def _is_row(row: object, types: tuple[tuple[type, ...], ...]) -> bool:
+    return isinstance(row, list) and len(row) == len(types) and all(
+        isinstance(v, t) and not isinstance(v, bool) or
+        (v is None and type(None) in t) for v, t in zip(row, types, strict=True))
+
+
+def _known(key: object, table: dict[str, object]) -> bool:
+    return isinstance(key, str) and key in table
+
+
+def map_damage(data: dict[str, object]) -> str | None:
+    """What in a loaded map is not as provenance.py writes it, or None:
+    names of files outside the series, values of the wrong type,
+    references to changes or patches it does not hold."""
+    patches, changes, files = (data.get(k) for k in
+                               ("patches", "changes", "files"))
+    if not (isinstance(patches, dict) and isinstance(changes, dict) and
+            isinstance(files, dict)):
+        return "patches, changes and files must be objects"
+    for pid, p in patches.items():
+        if not (isinstance(p, dict) and isinstance(p.get("spec"), str) and
+                isinstance(p.get("subject"), str)):
+            return f"patch {pid!r}"
+    for cid, c in changes.items():
+        if not (isinstance(c, dict) and _known(c.get("patch"), patches) and
+                all(isinstance(c.get(k), str) for k in
+                    ("file", "action", "spec")) and
+                isinstance(c.get("item"), (str, type(None))) and
+                isinstance(c.get("applied"), bool) and
+                all(isinstance(c.get(k, ""), str)
+                    for k in ("data", "template"))):
+            return f"change {cid!r}"
+    num, opt_num, opt_str = (int,), (int, type(None)), (str, type(None))
+    for name, f in files.items():
+        if not PATCH_NAME.fullmatch(name) or not plain_name(name):
+            return f"{name!r} is not a patch file of the series"
+        if not (isinstance(f, dict) and _known(f.get("patch"), patches) and
+                isinstance(f.get("sha256"), str) and
+                all(isinstance(f.get(k), list)
+                    for k in ("hunks", "added", "removed"))):
+            return f"file {name!r}"
+        if not (all(_is_row(r, (num, opt_str, opt_num)) and
+                    (r[1] is None or r[1] in changes) for r in f["added"])
+                and all(_is_row(r, (num, opt_str)) and
+                        (r[1] is None or r[1] in changes)
+                        for r in f["removed"])
+                and all(_is_row(h, (num, num, (str,), (list,))) and
+                        all(_known(cid, changes) for cid in h[3])
+                        for h in f["hunks"])):
+            return f"the lines of {name!r}"
+    return None

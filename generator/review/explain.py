@@ -59,7 +59,7 @@ class SeriesMap:
     def patch_text(self, name: str) -> list[str]:
         """The lines of one patch file, refused if it is not the one the
         map was written for."""
-        data = (self.dir / name).read_bytes()
+        data = WrittenSeries.at(self.dir).file(name)
         if sha256(data) != self.files[name]["sha256"]:
             raise ToolError(f"{self.dir / name}: changed since generate "
                             f"wrote {MAP_NAME}: generate the series again")
@@ -107,7 +107,8 @@ def explain_line(smap: SeriesMap, what: str, number: int) -> list[str]:
     """The lines `explain PATCH:LINE` prints."""
     name = patch_name(smap, what)
     if name == COVER_LETTER:
-        text = (WrittenSeries.at(smap.dir).cover or "").split("\n")
+        text = WrittenSeries.at(smap.dir).file(name).decode(
+            "utf-8", errors="replace").split("\n")
         _in_range(name, text, number)
         return [f"{name}:{number}: {text[number - 1]}",
                 "the cover letter: the spec's `series: cover:` and the "
@@ -254,6 +255,8 @@ def _added(smap: SeriesMap, wanted: Wanted, with_change: bool = False
                 if wanted(cid, line)]
         if hits:
             text = smap.patch_text(name)
+            for n, _, _ in hits:
+                _in_range(name, text, n)
             found += [(f"{name}:{n}", text[n - 1],
                        cid if with_change else line) for n, cid, line in hits]
     return found

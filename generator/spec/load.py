@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import yaml
 
 from generator.errors import SpecError
-from generator.source import SourceInfo, confined, display_path
+from generator.source import SourceInfo, confined, display_path, read_input
 
 # What YAML holds: a scalar, a list or a Node, checked where it is read
 Data: TypeAlias = Any
@@ -95,7 +95,7 @@ def load_yaml(path: Path, display: str | None = None) -> Node:
     """Parse one YAML file; `display` is the name used in messages."""
     name = display or str(path)
     try:
-        raw = path.read_bytes()
+        raw = read_input(path)
     except OSError as e:
         raise SpecError(f"cannot read spec: {e.strerror}", SourceInfo(name))
     text = decode_text(raw, name)

@@ -32,6 +32,7 @@ from generator.spec.shape import (
     check_id,
     check_keys,
     check_name,
+    header_unsafe,
     in_item,
     items,
     key_at,
@@ -369,7 +370,14 @@ IDENTITY_RE = re.compile(r"^[^<>\n]+ <[^<>@\s]+@[^<>\s]+>$")
 
 
 def check_identity(identity: str, origin: str) -> str:
-    """'Name <email>', as git and the DCO's Signed-off-by want it."""
+    """'Name <email>', as git and the DCO's Signed-off-by want it: an
+    RFC 5322 display name and address on one line, nothing a mail header
+    or trailer could be injected with."""
+    bad = header_unsafe(identity)
+    if bad is not None:
+        raise ToolError(f"{origin}: {identity!r} holds {bad!r} "
+                        f"(U+{ord(bad):04X}), which no name or address in a "
+                        "mail header may hold")
     if not IDENTITY_RE.match(identity) or identity != identity.strip():
         raise ToolError(f"{origin}: {identity!r} is not 'Name <email>'")
     return identity

@@ -3,6 +3,7 @@ take, a missing one, a name not in its set, a string that is not one; each
 error located at the key or item it is about."""
 
 import re
+import unicodedata
 from pathlib import Path
 
 from generator.errors import SpecError
@@ -10,6 +11,24 @@ from generator.source import SourceInfo
 from generator.spec.load import Data, Node
 
 ID_RE = re.compile(r"^[a-z][a-z0-9-]*$")
+
+
+# what a mail header's display name or address may not hold: control
+# characters (CR, NEL, ESC, ...), line and paragraph separators, text
+# direction overrides (they make the name read otherwise), and the
+# surrogates Python makes of bytes that are not UTF-8
+BIDI_CONTROLS = set("\u200e\u200f\u202a\u202b\u202c\u202d\u202e"
+                    "\u2066\u2067\u2068\u2069")
+
+
+def header_unsafe(text: str) -> str | None:
+    """The first character of `text` that must not go into a mail header
+    (From:, To:, Cc:, a trailer), or None."""
+    for ch in text:
+        if unicodedata.category(ch) in ("Cc", "Zl", "Zp", "Cs") or \
+                ch in BIDI_CONTROLS:
+            return ch
+    return None
 
 
 def check_keys(node: Data, what: str, required: tuple[str, ...],
@@ -65,6 +84,9 @@ def one_line(node: Node, key: str) -> str:
         raise SpecError(f"'{key}' must not be blank", key_at(node, key))
     if len(text.splitlines()) > 1 or text.endswith(("\n", "\r")):
         raise SpecError(f"'{key}' must be one line", key_at(node, key))
+    if (bad := header_unsafe(text)) is not None:
+        raise SpecError(f"'{key}' holds {bad!r}, which a mail header may "
+                        "not hold", key_at(node, key))
     if text != text.strip():
         raise SpecError(f"'{key}' must not start or end with blanks "
                         "(git strips them)", key_at(node, key))

@@ -12,7 +12,7 @@ from pathlib import Path
 import jinja2
 
 from generator.errors import SpecError
-from generator.source import SourceInfo, confined, display_path
+from generator.source import SourceInfo, confined, display_path, read_input
 from generator.spec.load import decode_text
 
 
@@ -58,7 +58,7 @@ def _verbatim(templates: Path, missing_ok: bool) -> Callable[[str], str]:
         if missing_ok and not path.exists():
             return f"({name} is not made yet)"
         try:
-            return decode_text(path.read_bytes(), display_path(path))
+            return decode_text(read_input(path), display_path(path))
         except OSError as e:
             raise jinja2.TemplateError(f"verbatim('{name}'): {e.strerror}")
         except SpecError as e:
@@ -93,7 +93,7 @@ class ConfinedLoader(jinja2.FileSystemLoader):
         if not path.is_file():
             raise jinja2.TemplateNotFound(template)
         try:
-            data = path.read_bytes()
+            data = read_input(path)
         except OSError as e:
             raise jinja2.TemplateNotFound(f"{template} ({e.strerror})")
         mtime = path.stat().st_mtime
