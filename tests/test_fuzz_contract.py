@@ -77,16 +77,8 @@ def run_cli(argv: list) -> tuple:
     """generator.cli.main in-process: (exit status, stderr).  An exception
     that escapes main() is what the command would die of, traceback and
     all: status None."""
-    err, out = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
-        try:
-            status = cli.main([str(a) for a in argv])
-        except SystemExit as e:
-            status = e.code
-        except Exception as e:  # noqa: BLE001 -- that is the finding
-            status = None
-            err.write(f"Traceback (most recent call last):\n  {e!r}\n")
-    return status, err.getvalue()
+    status, err, _ = run_cli_out(argv)
+    return status, err
 
 
 def snapshot(path: Path) -> dict:
