@@ -130,11 +130,116 @@ def test_a_disable_that_unrealizes_is_caught():
 
 def test_cpu_on_of_a_disabled_vcpu_is_caught():
     def allow(node):
-        node["actions"]["cpu-on"]["refuse"] = \
-            node["actions"]["cpu-on"]["refuse"][1:]
+        node["actions"]["cpu-on"]["refuse"] = [
+            r for r in node["actions"]["cpu-on"]["refuse"]
+            if "admin" not in r["if"]]
     _, violation = mutated(allow).explore(1, 1, False, depth=8)
     assert violation.invariants == ["disabled-vcpus-never-run"]
     assert violation.trace == [("cpu-on", 1)]
+
+
+def test_the_last_request_wins(model):
+    """M2: stop, disable and enable of an enabled vCPU, cont: it stays
+    enabled, and the guest's late _EJ0 or refusal of the cancelled
+    request does nothing."""
+    for power in ("off", "on"):
+        state = model.initial(1, 2, kvm=False, acpi=True)
+        state, _ = model.step(state, "enable", 1)
+        if power == "on":
+            state, _ = model.step(state, "cpu-on", 1)
+        state, err = model.step(state, "stop")
+        assert err is None and not state[1].running
+        assert model.step(state, "cpu-on", 2)[1] == "the guest is stopped"
+        state, _ = model.step(state, "disable", 1)
+        assert (state[1].admin, state[1].eject_pending) == \
+            (("disabled", False) if power == "off" else ("enabled", True))
+        state, err = model.step(state, "enable", 1)
+        assert err is None
+        assert (state[1].admin, state[1].eject_pending, state[1].desired) \
+            == ("enabled", False, "enabled")
+        state, _ = model.step(state, "cont")
+        state, _ = model.step(state, "cpu-off", 1)
+        assert model.step(state, "eject", 1)[1] == \
+            "no Eject Request stands: the _EJ0 is ignored"
+        assert model.step(state, "eject-refused", 1)[1] == "no eject request"
+    # an enable of an enabled vCPU with no request pending is still refused
+    assert model.step(state, "enable", 1)[1] == "vCPU 1 is already enabled"
+
+
+def test_a_reset_completes_a_pending_disable(model):
+    """M3: after a reset no request is pending; the disable the guest was
+    asked for is done (every vCPU but the first is off), and a later
+    enable of another vCPU takes nothing away."""
+    state = model.initial(1, 2, kvm=False, acpi=True)
+    state, _ = model.step(state, "device-add", 1)
+    state, _ = model.step(state, "cpu-on", 1)
+    state, _ = model.step(state, "device-del", 1)
+    assert (state[1].admin, state[1].eject_pending) == ("enabled", True)
+    state, err = model.step(state, "reset")
+    assert err is None
+    assert [(c.admin, c.power, c.eject_pending) for c in state] == [
+        ("enabled", "on", False), ("disabled", "off", False),
+        ("disabled", "off", False)]
+    assert state[1].parked and state[1].desired == "disabled"
+    state, _ = model.step(state, "enable", 2)
+    assert state[1].admin == "disabled" and state[2].admin == "enabled"
+    assert not model.broken(state)
+
+
+def test_migration_keeps_the_state_and_refuses_requests(model):
+    state = model.initial(1, 2, kvm=False, acpi=True)
+    state, _ = model.step(state, "enable", 1)
+    state, _ = model.step(state, "cpu-on", 1)
+    state, _ = model.step(state, "disable", 1)
+    migrating, err = model.step(state, "migrate")
+    assert err is None and all(c.migrating for c in migrating)
+    for action, index in (("enable", 1), ("enable", 2), ("disable", 1),
+                          ("device-add", 2), ("device-del", 1)):
+        assert model.step(migrating, action, index)[1] == "migrating"
+    assert model.step(migrating, "migrate")[1] == \
+        "a migration is already running"
+    # the guest runs on, and answers the pending request
+    answered, err = model.step(migrating, "cpu-off", 1)
+    answered, err = model.step(answered, "eject", 1)
+    assert err is None and answered[1].admin == "disabled"
+    # the destination has the source's state
+    done, err = model.step(migrating, "migrated")
+    assert err is None
+    assert done == tuple(c._replace(migrating=False) for c in migrating)
+    assert done == state
+
+
+def test_a_reset_that_drops_a_pending_disable_is_caught():
+    """A request lost: the reset forgets the Eject Request but leaves
+    the vCPU enabled."""
+    def drop(node):
+        node["actions"]["reset"]["set"]["admin"] = "cpu.admin"
+        node["actions"]["reset"]["set"]["parked"] = "cpu.parked"
+    _, violation = mutated(drop).explore(1, 1, False, depth=8, acpi=True)
+    assert violation.invariants == ["requests-never-lost"]
+    assert violation.trace == [("enable", 1), ("cpu-on", 1),
+                               ("disable", 1), ("reset", None)]
+
+
+def test_a_stale_eject_applied_after_an_enable_is_caught():
+    """A request applied twice: the guest's _EJ0 disables a vCPU whose
+    disable was cancelled (M2 as it was)."""
+    def stale(node):
+        node["actions"]["eject"]["refuse"] = [
+            r for r in node["actions"]["eject"]["refuse"]
+            if "eject_pending" not in r["if"]]
+    _, violation = mutated(stale).explore(1, 1, False, depth=8, acpi=True)
+    assert "requests-applied-once" in violation.invariants
+    assert violation.trace == [("enable", 1), ("eject", 1)]
+
+
+def test_an_enable_that_keeps_the_eject_request_is_caught():
+    def keep(node):
+        del node["actions"]["enable"]["set"]["eject-pending"]
+    _, violation = mutated(keep).explore(1, 1, False, depth=8, acpi=True)
+    assert violation.invariants == ["no-stale-request"]
+    assert violation.trace == [("enable", 1), ("cpu-on", 1),
+                               ("disable", 1), ("enable", 1)]
 
 
 def test_a_bad_expression_names_file_and_line():
