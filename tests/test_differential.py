@@ -1,9 +1,10 @@
 """Differential test: random sequences of device-set, device_add,
 device_del (as libvirt sends them: the CPU type, the vCPU's topology, id
-vcpuN) and system_reset on the real patched QEMU (TCG, both releases)
-against the reference model (specs/model.yaml).  After every step
-everything QMP shows (admin state, realized, thread, power state, error
-messages) must be what the model predicts, and the three queries agree:
+vcpuN), system_reset, stop and cont on the real patched QEMU (TCG, both
+releases) against the reference model (specs/model.yaml).  After every
+step everything QMP shows (admin state, realized, thread, power state,
+eject-pending, whether the VM runs, error messages) must be what the
+model predicts, and the three queries agree:
 query-cpus-fast and query-hotpluggable-cpus show a vCPU, with one QOM path
 (/machine/peripheral/vcpuN once device_add gave it that id), exactly when
 query-cpus-power-state says it is enabled.  Hypothesis shrinks any
@@ -15,6 +16,7 @@ with Linux, and the model-only tests explore them exhaustively.
 """
 
 import os
+import time
 
 import pytest
 from conftest import PROJECT
@@ -46,7 +48,9 @@ def machine_class(binary, model):
             self.vm.__enter__()
             self.props = [c["props"] for c in
                           self.vm.cmd("query-cpus-power-state")]
-            self.state = model.initial(CPUS, DISABLED, kvm=False)
+            # -S: the VM starts stopped
+            self.state = tuple(c._replace(running=False) for c in
+                               model.initial(CPUS, DISABLED, kvm=False))
 
         def teardown(self):
             self.vm.__exit__(None, None, None)
@@ -89,13 +93,29 @@ def machine_class(binary, model):
         @rule()
         def reset(self):
             self.apply("reset", None, "system_reset")
+            # the reset is done when its event comes
+            deadline = time.monotonic() + 30
+            while not any(e["event"] == "RESET" for e in self.vm.events):
+                assert time.monotonic() < deadline, "no RESET event"
+                self.vm.cmd("query-status")
+            self.vm.events.clear()
+
+        @rule()
+        def stop(self):
+            self.apply("stop", None, "stop")
+
+        @rule()
+        def cont(self):
+            self.apply("cont", None, "cont")
 
         @invariant()
         def qemu_shows_what_the_model_predicts(self):
+            running = self.vm.cmd("query-status")["running"]
             seen = [(c["admin-power-state"], c["realized"], "thread-id" in c,
-                     c["power-state"]) for c in self.vm.powerstate()]
-            predicted = [(c.admin, c.realized, c.thread, c.power)
-                         for c in self.state]
+                     c["power-state"], c["eject-pending"], running)
+                    for c in self.vm.powerstate()]
+            predicted = [(c.admin, c.realized, c.thread, c.power,
+                          c.eject_pending, c.running) for c in self.state]
             assert seen == predicted
 
         @invariant()
