@@ -279,7 +279,10 @@ def test_a_reset_completes_a_pending_eject_and_leaves_nothing(built):
     reset (every vCPU but the first is off then); the rebooted guest
     finds no stale request, and a later enable of another vCPU takes
     nothing away."""
-    with guest(built, "cpus=2,disabledcpus=2") as q:
+    # -no-reboot would turn the reset into a shutdown
+    args = [a for a in guest_args("cpus=2,disabledcpus=2", shell=True)
+            if a != "-no-reboot"]
+    with Qemu(built[1], args, console=True) as q:
         q.read_until(b"GUEST-SHELL-READY")
         enable(q, 2)
         assert "rc=0" in q.shell(f"echo 1 > {CPU}/cpu2/online; echo rc=$?")
