@@ -16,6 +16,8 @@ GEN_SERIES_KUT_TESTS="a b c" runs others, "all" the whole suite (as
 
 import json
 import os
+import subprocess
+from pathlib import Path
 
 import pytest
 from conftest import BUILD_ROOT, PROJECT, release_dsc, run_gen_series
@@ -70,3 +72,37 @@ def test_no_kvm_unit_test_regresses(built, tmp_path):
         .read_text().splitlines()
     assert len([line for line in log if "disabledcpus=1" in line]) >= \
         len(set(items) & SMP_GICV3), log
+
+
+def test_the_wrapper_adds_a_disabled_vcpu_to_gicv3_machines(tmp_path):
+    script = kut.wrapper(tmp_path, Path("/bin/echo"))
+
+    def run(*args: str) -> str:
+        return subprocess.run([script, *args], capture_output=True,
+                              text=True, check=True).stdout.strip()
+
+    assert run("-machine", "virt", "-smp", "4", "-kernel", "psci.flat") == \
+        ("-machine gic-version=3 -machine virt -smp cpus=4,disabledcpus=1 "
+         "-kernel psci.flat")
+    assert run("-machine", "virt", "-smp", "2", "-machine",
+               "gic-version=2") == "-machine virt -smp 2 -machine gic-version=2"
+    log = (tmp_path / "qemu-disabledcpus.log").read_text().splitlines()
+    assert log == ["-machine gic-version=3 -machine virt -smp "
+                   "cpus=4,disabledcpus=1 -kernel psci.flat",
+                   "-machine virt -smp 2 -machine gic-version=2"]
+
+
+def test_a_test_that_passes_unpatched_must_pass_patched():
+    def runs(*verdicts: str) -> dict:
+        return {label: kut.Outcome(v, "", 1.0)
+                for label, v in zip(kut.RUNS, verdicts, strict=True)}
+
+    assert kut.compare("psci", runs("PASS", "PASS", "PASS")) == \
+        (True, "PASS on every build")
+    ok, message = kut.compare("psci", runs("PASS", "PASS", "FAIL"))
+    assert not ok
+    assert message.startswith("passes unpatched, not patched, "
+                              "disabledcpus=1: ")
+    ok, message = kut.compare("timer", runs("FAIL", "PASS", "SKIP"))
+    assert ok and message == ("unpatched FAIL, patched PASS, "
+                              "patched, disabledcpus=1 SKIP")
