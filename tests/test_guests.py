@@ -288,6 +288,14 @@ def jit_flushes(q) -> int:
     return int(re.search(r"TB flush count\s+(\d+)", text)[1])
 
 
+def trace(q, enable: bool) -> None:
+    """Turn the translate_block trace event on or off (QMP: its argument
+    `name` would clash with Qemu.cmd's own)."""
+    reply = q.cmd_obj({"execute": "trace-event-set-state", "arguments": {
+        "name": "translate_block", "enable": enable}})
+    assert "return" in reply, reply
+
+
 def translations(logs: Path, thread_id: int) -> int:
     """TBs the thread translated while translate_block was traced (-d tid:
     one log file per thread, named by its id)."""
@@ -325,7 +333,7 @@ def test_mttcg_late_vcpu_threads_translate(built, tmp_path):
             q.shell(f"(while :; do taskset -c {cpu} ls -lR / "
                     ">/dev/null 2>&1; done) & true")
         flushes = jit_flushes(q)
-        q.cmd("trace-event-set-state", name="translate_block", enable=True)
+        trace(q, True)
         for n in LATE:
             set_state(q, vcpu(n), "enabled")
         for n in LATE:
@@ -338,7 +346,7 @@ def test_mttcg_late_vcpu_threads_translate(built, tmp_path):
             "i=$((i+1)); done; echo DONE cpu=$(cut -d\" \" -f39 "
             "/proc/self/stat) i=$i' & pids=\"$pids $!\"; done; wait $pids",
             timeout=600)
-        q.cmd("trace-event-set-state", name="translate_block", enable=False)
+        trace(q, False)
         assert sorted(re.findall(r"DONE cpu=(\d+) i=20000", out),
                       key=int) == [str(n) for n in LATE], out
         threads = {c["cpu-index"]: c["thread-id"]
