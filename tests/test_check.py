@@ -36,13 +36,16 @@ def failures(step) -> str:
 @pytest.mark.slow
 @pytest.mark.parametrize("release", list(RELEASES))
 def test_the_series_is_ready_to_send(release, tmp_path):
+    # the kut step (kvm-unit-tests) runs in test_kvm_unit_tests.py, on a
+    # subset that fits CI's time budget
     proc, steps = check(release, PROJECT / "patches" / release,
-                        tmp_path=tmp_path)
+                        "--skip", "kut", tmp_path=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
     assert [s for s in steps] == ["apply", "checkpatch", "bisect",
-                                  "invariants", "qtest", "kvm"]
+                                  "invariants", "qtest", "kvm", "kut"]
     assert all(s["ok"] for s in steps.values())
-    assert not any(s["skipped"] for name, s in steps.items() if name != "kvm")
+    assert not any(s["skipped"] for name, s in steps.items()
+                   if name not in ("kvm", "kut"))
     patches = patch_files(PROJECT / "patches" / release)
     assert [i["patch"] for i in steps["apply"]["items"]] == patches
     assert [i["patch"] for i in steps["bisect"]["items"]] == \

@@ -27,5 +27,11 @@ STEP_HELP = {
     "kernel): start with disabled vCPUs, system_reset, enable, guest code "
     "on the enabled vCPU, disable, PSCI CPU_ON denied; about a minute once "
     "built.",
+    "kut": "kvm-unit-tests' arm64 suite (../shared/kvm-unit-tests, every "
+    "test its run_tests.sh lists) under TCG on the unpatched base (built "
+    "once, results cached), on the tip, and on the tip with a disabled vCPU "
+    "in every GICv3 machine: a test that passes on the base must pass on "
+    "both; other differences are reported.  About 30 minutes per build "
+    "run here (see README).",
 }
 STEPS = tuple(STEP_HELP)

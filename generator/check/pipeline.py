@@ -13,6 +13,7 @@ from pathlib import Path
 from generator import gitops
 from generator.build import build as qbuild
 from generator.check import STEPS, cparse
+from generator.check.kut import step_kut
 from generator.check.qtest import step_qtest
 from generator.check.steps import (
     CheckRun,
@@ -45,6 +46,7 @@ REGISTRY = {
     "invariants": Step(step_invariants, needs_tip=True, cross=True),
     "qtest": Step(step_qtest, needs_tip=True),
     "kvm": Step(step_kvm, needs_tip=True),
+    "kut": Step(step_kut, needs_tip=True),
 }
 assert tuple(REGISTRY) == STEPS, "check/__init__.py's STEPS and REGISTRY"
 
@@ -52,27 +54,30 @@ assert tuple(REGISTRY) == STEPS, "check/__init__.py's STEPS and REGISTRY"
 def run(base: BaseTree, series_dir: Path, build_root: Path, series: Series,
         steps: list[str],
         guest: Path | None = None, qtests: tuple[str, ...] = (),
-        asan: bool = False) -> list[StepResult]:
+        asan: bool = False,
+        kut_tests: tuple[str, ...] = ()) -> list[StepResult]:
     """Run `steps` (a subset of STEPS, in STEPS order); return results.
     `guest` holds the emulated Arm host's kernel and busybox (kvm step)
     and the UEFI image (qtest step); `qtests` limits the qtest step,
-    `asan` adds its AddressSanitizer runs."""
+    `asan` adds its AddressSanitizer runs; `kut_tests` limits the kut
+    step."""
     build_root = build_root.resolve()
     if "invariants" in steps:
         cparse.gnu_parser_class()    # a broken parser install: exit 2 now
     patches = list(WrittenSeries.read(series_dir).patches)
     with qbuild.exclusive(build_root):
         return _run_steps(base, series, patches, build_root, steps,
-                          guest, qtests, asan)
+                          guest, qtests, asan, kut_tests)
 
 
 def _run_steps(base: BaseTree, series: Series, patches: list[Path],
                build_root: Path, steps: list[str], guest: Path | None,
-               qtests: tuple[str, ...], asan: bool) -> list[StepResult]:
+               qtests: tuple[str, ...], asan: bool,
+               kut_tests: tuple[str, ...]) -> list[StepResult]:
     ctx = CheckRun(base, series,
                    qbuild.prepare_source(base, [], build_root),
                    patches, build_root, guest or default_guest_dir(),
-                   qtests, asan,
+                   qtests, asan, kut_tests,
                    cross=any(REGISTRY[s].cross for s in steps))
     results: list[StepResult] = []
     for name, step in REGISTRY.items():

@@ -30,6 +30,7 @@ class CheckRun:
     guest: Path                 # kernel, busybox, UEFI image
     qtests: tuple[str, ...] = ()    # limit the qtest step to these tests
     asan: bool = False          # the qtest step's AddressSanitizer runs
+    kut_tests: tuple[str, ...] = ()  # limit the kut step to these tests
     cross: bool = False         # configure the aarch64 cross build too
     tip_built: bool = False
     _builds: list[qbuild.Build] | None = None

@@ -55,6 +55,10 @@ def add_parser(sub: Subparsers) -> None:
     chk.add_argument("--qtest", action="append", default=[], metavar="NAME",
                      help="in the qtest step, run only this test "
                      "(repeatable), e.g. test-hmp")
+    chk.add_argument("--kut-test", action="append", default=[],
+                     metavar="NAME",
+                     help="in the kut step, run only this kvm-unit-test "
+                     "(repeatable), e.g. psci")
     chk.add_argument("--asan", action="store_true",
                      help="in the qtest step, also build the tip with "
                      "--enable-asan (<build-dir>/qemu/build-asan) and run "
@@ -83,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
             series_dir = Path(tmp) / "series"
             generate(series, base, series_dir)
         results = pipeline.run(base, series_dir, build_root, series, steps,
-                               args.guest, tuple(args.qtest), args.asan)
+                               args.guest, tuple(args.qtest), args.asan,
+                               tuple(args.kut_test))
         if args.json:
             args.json.write_text(pipeline.to_json(results, base, series_dir))
     print_summary(results, base)
