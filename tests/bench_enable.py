@@ -98,6 +98,8 @@ def with_guest(binary: Path, count: int, rounds: int) -> dict:
         vm.read_until(b"GUEST-SHELL-READY", timeout=600)
         print(f"  guest booted in {time.perf_counter() - boot:.0f} s",
               file=sys.stderr)
+        # the hot-add message is KERN_INFO: have the console print it
+        vm.shell("echo 8 > /proc/sys/kernel/printk")
         for r in range(rounds):
             kind = "first" if r == 0 else "later"
             for n in range(1, count + 1):
