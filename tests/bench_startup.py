@@ -18,7 +18,9 @@ the table only); asserts nothing.
 
 Start-up is exec to the answer of a first QMP command (query-status)
 with -S (machine created, nothing run); peak RSS is the process's
-ru_maxrss (wait4) after quit.  Each figure is the median of --runs runs,
+ru_maxrss (wait4) after quit; CPU ms is the run's user + system time
+(wait4; quit included), which a busy machine inflates less than the
+elapsed time.  Each figure is the median of --runs runs,
 taken round robin so that a busy moment of the machine spreads over all
 shapes.
 """
@@ -79,8 +81,10 @@ def answer(proc: subprocess.Popen) -> dict:
             return reply
 
 
-def start_once(binary: Path, machine: str, smp: str) -> tuple[float, int]:
-    """(seconds from exec to the query-status answer, peak RSS in KiB)."""
+def start_once(binary: Path, machine: str,
+               smp: str) -> tuple[float, int, float]:
+    """(seconds from exec to the query-status answer, peak RSS in KiB,
+    CPU seconds of the whole run, quit included)."""
     with tempfile.TemporaryFile() as err:
         start = time.perf_counter()
         proc = subprocess.Popen(
@@ -110,19 +114,19 @@ def start_once(binary: Path, machine: str, smp: str) -> tuple[float, int]:
             err.seek(0)
             raise SystemExit(f"-M {machine} -smp {smp}: QEMU failed "
                              f"({proc.returncode}): {err.read().decode()}")
-    return elapsed, usage.ru_maxrss
+    return elapsed, usage.ru_maxrss, usage.ru_utime + usage.ru_stime
 
 
 def measure(binary: Path, ns: list, runs: int, old: str) -> dict:
-    """{(shape, n): (median seconds, median peak KiB)}"""
+    """{(shape, n): (median seconds, median peak KiB, median CPU s)}"""
     samples: dict = {(s, n): [] for s in SHAPES for n in ns}
     for run in range(runs):
         for key in samples:
             samples[key].append(start_once(binary,
                                            *command_line(*key, old)))
         print(f"  run {run + 1}/{runs} done", file=sys.stderr)
-    return {key: (statistics.median(t for t, _ in got),
-                  statistics.median(r for _, r in got))
+    return {key: tuple(statistics.median(s[i] for s in got)
+                       for i in range(3))
             for key, got in samples.items()}
 
 
@@ -132,20 +136,20 @@ def table(results: dict, ns: list, old: str) -> str:
              "disabled": "cpus=1,disabledcpus=N-1"}
     lines = ["start-up (exec to query-status answer, -S) / peak RSS, "
              "medians",
-             f"{'N':>5} | " + " | ".join(f"{heads[s]:>26}" for s in SHAPES),
-             f"{'':>5} | " + " | ".join(f"{'ms':>12} {'MiB':>13}"
+             f"{'N':>5} | " + " | ".join(f"{heads[s]:>32}" for s in SHAPES),
+             f"{'':>5} | " + " | ".join(f"{'ms':>10} {'CPU ms':>10} {'MiB':>10}"
                                         for _ in SHAPES)]
     for n in ns:
         lines.append(f"{n:>5} | " + " | ".join(
-            f"{results[s, n][0] * 1000:12.0f} {results[s, n][1] / 1024:13.1f}"
-            for s in SHAPES))
+            f"{results[s, n][0] * 1000:10.0f} {results[s, n][2] * 1000:10.0f}"
+            f" {results[s, n][1] / 1024:10.1f}" for s in SHAPES))
     base = results.get(("realized", 1))
     if base:
         for n in ns[1:]:
-            t, r = results["disabled", n]
+            t, r, c = results["disabled", n]
             lines.append(f"disabledcpus={n - 1} vs -smp 1: time "
-                         f"{t / base[0]:.2f}x, peak RSS {r / base[1]:.2f}x "
-                         f"(goal {GOAL}x)")
+                         f"{t / base[0]:.2f}x (CPU {c / base[2]:.2f}x), "
+                         f"peak RSS {r / base[1]:.2f}x (goal {GOAL}x)")
     return "\n".join(lines)
 
 
