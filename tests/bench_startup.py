@@ -179,7 +179,9 @@ def plot(results: dict, ns: list, old: str, title: str, png: Path) -> bool:
         ax.set_yscale("log")
         ax.set_xticks(ns, [str(n) for n in ns])
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-        ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
+        # and 2, 4, 6 of each decade: RSS spans a decade only
+        ax.yaxis.set_minor_formatter(FuncFormatter(
+            lambda v, _: f"{v:g}" if f"{v:g}"[0] in "246" else ""))
         last = ns[-1]
         if ("realized", 1) in results and last > 1:
             ratio = results["disabled", last][index] / \
