@@ -23,6 +23,7 @@ import tree_sitter
 
 from generator.csyntax import is_c, parse, scope_nodes, walk
 from generator.errors import AnchorError
+from generator.generate import regioncache
 from generator.spec.model import Anchor
 
 # A `match` regex gets this long on one file: a catastrophic pattern such
@@ -151,8 +152,55 @@ def _statement_around(node: tree_sitter.Node | None,
     return None
 
 
-def resolve(text: str, path: str, anchor: Anchor) -> Region:
-    """The lines `anchor` designates in `text` (the contents of `path`)."""
+def resolve(text: str, path: str, anchor: Anchor,
+            need_node: bool = False) -> Region:
+    """The lines `anchor` designates in `text` (the contents of `path`).
+    Inside a regioncache session the answer may come from an earlier run,
+    without the syntax node (`need_node` asks for it: no cache)."""
+    key = None if need_node else regioncache.key(
+        text, path, anchor.scope_kind, anchor.scope_name, anchor.match)
+    cached = regioncache.get(key)
+    if cached is not None:
+        region = _from_cache(cached, text)
+        if region is not None:
+            return region
+        regioncache.forget(key)
+    try:
+        region = _resolve(text, path, anchor)
+    except NotFound as e:
+        regioncache.put(key, ("missing", str(e)))
+        raise
+    regioncache.put(key, ("region", region.start, region.end,
+                          None if region.body is None else list(region.body),
+                          None if region.span is None else list(region.span)))
+    return region
+
+
+def _from_cache(value: regioncache.Value, text: str) -> Region | None:
+    """The cached answer (a Region, or NotFound raised), None when it
+    cannot be one of `text`."""
+    if value[0] == "missing":
+        raise NotFound(str(value[1]))
+    _, start, end, body, span = value
+    # at most this many lines (splitlines() also splits at \r, \f...: an
+    # entry of such a text may be resolved again, never trusted too far)
+    lines = text.count("\n") + 1
+    assert isinstance(start, int) and isinstance(end, int)
+    if not 0 <= start <= end <= lines:
+        return None
+    pair: list[tuple[int, int] | None] = []
+    for got, limit in ((body, lines), (span, len(text))):
+        if got is None:
+            pair.append(None)
+            continue
+        assert isinstance(got, list)
+        if not 0 <= got[0] <= got[1] <= limit:
+            return None
+        pair.append((got[0], got[1]))
+    return Region(start, end, pair[0], None, pair[1])
+
+
+def _resolve(text: str, path: str, anchor: Anchor) -> Region:
     lines = text.splitlines(keepends=True)
     if anchor.scope_kind == "qapi":
         assert anchor.scope_name is not None    # a scope has a name

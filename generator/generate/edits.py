@@ -166,10 +166,16 @@ def apply_change(root: Path, change: Change, rendered: str | bytes | None,
     text = read_tree_file(root, change.file, change.info, release)
     region = None
     try:
-        region = anchors.resolve(text, change.file, change.anchor)
+        region = anchors.resolve(
+            text, change.file, change.anchor,
+            need_node=change.action == "make-non-static")
         lines = HANDLERS[change.action](_lines(text), region,
                                         _lines(rendered or ""), change.anchor)
     except anchors.NotFound as e:
         raise Unplaced(f"{where}: {e}", change.info, str(e), text, region)
+    # a new file, not the old one truncated: ext4 writes a file truncated
+    # while it has unwritten data out to disk at once (auto_da_alloc),
+    # which made rewriting the scratch files a tenth of a warm generate
+    path.unlink()
     path.write_text("".join(lines), encoding="utf-8")
     return Placed(text, region)

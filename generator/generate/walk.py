@@ -18,7 +18,7 @@ import jinja2
 
 from generator import gitops
 from generator.errors import AnchorError, GenError, SpecError, ToolError
-from generator.generate import anchors, edits
+from generator.generate import anchors, edits, regioncache
 from generator.generate.anchors import Region
 from generator.qemutree import BaseTree
 from generator.source import confined, display_path, read_input
@@ -149,7 +149,16 @@ def walk(series: Series, base: BaseTree, tree: BaseFiles,
          keep_going: bool = False, missing_data_ok: bool = False) -> Walk:
     """Apply `series` to `tree` (read_base()), telling `visitor`.  A
     failure is raised, or with `keep_going` recorded (the change's Outcome,
-    or the walk's problems) and the walk goes on."""
+    or the walk's problems) and the walk goes on.  Anchors resolved on
+    an earlier walk of the same texts come from the regioncache."""
+    with regioncache.session(base.commit):
+        return _walk(series, base, tree, env, visitor, keep_going,
+                     missing_data_ok)
+
+
+def _walk(series: Series, base: BaseTree, tree: BaseFiles,
+          env: jinja2.Environment, visitor: Visitor, keep_going: bool,
+          missing_data_ok: bool) -> Walk:
     problems: list[str] = []
 
     def failed(error: GenError) -> None:
