@@ -70,6 +70,8 @@ def migrate(src, dst, sock: str, incoming_args: dict | None = None) -> dict:
 
 def pinned_process(q) -> int:
     """Start a busy loop pinned to CPU 2; return its pid."""
+    # busybox sh gives a background job /dev/null as its stdin
+    q.shell("[ -e /dev/null ] || mount -t devtmpfs none /dev")
     out = q.shell("taskset -c 2 sh -c 'while :; do :; done' & echo PID $!")
     return int(re.search(r"^PID (\d+)", out, re.M).group(1))
 
