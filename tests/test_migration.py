@@ -309,3 +309,32 @@ def test_vcpu_set_refused_while_migrating(built, sockdir):
                   "the destination to run")
             plug(dst, 3)
             assert dst.powerstate()[3]["admin-power-state"] == "enabled"
+
+
+def test_migration_qtest_vcpu_cases(built):
+    """The series' cases in QEMU's migration qtest framework
+    (tests/qtest/migration/vcpu-tests.c) pass, and the powerstate qtest's
+    migration case now migrates."""
+    from conftest import BUILD_ROOT, PROJECT, release_dsc, run_gen_series
+
+    from generator.build import qtests
+
+    release, binary = built
+    proc = run_gen_series("build", "--qemu", release_dsc(release),
+                          "--series", PROJECT / "patches" / release,
+                          "--build-dir", BUILD_ROOT / release,
+                          "--target", "tests/qtest/migration-test",
+                          "--target", "tests/qtest/arm-cpu-powerstate-test")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    build_dir = binary.parent
+    env = qtests.qtest_env()
+    cases = qtests.list_cases(build_dir, "migration-test", env)
+    ours = [c for c in cases if c.startswith("/aarch64/migration/vcpu/")]
+    assert len(ours) == 4, cases
+    for test, case in [*(("migration-test", c) for c in ours),
+                       ("arm-cpu-powerstate-test",
+                        "/aarch64/cpu-powerstate/migration-allowed")]:
+        result = qtests.run_case(build_dir, test, case, env)
+        assert result.ok, result.output[-3000:]
+        assert re.search(rf"^ok \d+ {re.escape(case)}$", result.output,
+                         re.M), result.output[-3000:]
