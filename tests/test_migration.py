@@ -315,7 +315,7 @@ def test_migration_qtest_vcpu_cases(built):
     """The series' cases in QEMU's migration qtest framework
     (tests/qtest/migration/vcpu-tests.c) pass, and the powerstate qtest's
     migration case now migrates."""
-    from conftest import BUILD_ROOT, PROJECT, release_dsc, run_gen_series
+    from conftest import BUILD_ROOT, PROJECT, SHARED, release_dsc, run_gen_series
 
     from generator.build import qtests
 
@@ -327,6 +327,8 @@ def test_migration_qtest_vcpu_cases(built):
                           "--target", "tests/qtest/arm-cpu-powerstate-test")
     assert proc.returncode == 0, proc.stderr[-3000:]
     build_dir = binary.parent
+    # the virt machine's default NIC needs its option ROM, even a stand-in
+    qtests.provide_firmware(build_dir, SHARED / "guest")
     env = qtests.qtest_env()
     cases = qtests.list_cases(build_dir, "migration-test", env)
     ours = [c for c in cases if c.startswith("/aarch64/migration/vcpu/")]
