@@ -181,6 +181,7 @@ FLIPPED_DOWN = {
     "sysbus-mmio-map-name": (True, False),
     "virt-post-cpus-gic-realized": (True, False),
     "tcg-region-late-thread": (False, True),
+    "vmstate-post-load-errp": (True, False),
 }
 
 
