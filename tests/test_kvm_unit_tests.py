@@ -6,8 +6,9 @@ turned into -smp cpus=N,disabledcpus=1 (a disabled vCPU present, which
 the guest must not notice).  No test may pass on the unpatched build and
 fail on a patched one.
 
-The whole suite takes too long for CI's budget (measured here, on the 2
-busy cores: about MEASURED per build and release), so CI runs TESTS,
+The whole suite costs about 3 minutes of test time per release for the
+three builds (measured on 10.2.2, 2 busy cores: 58 s base, 70 s tip, 64 s
+with the disabled vCPU), which CI's budget does not spare, so CI runs TESTS,
 what the series touches: vCPU bring-up through PSCI and SMP, the GICv3
 and its ITS (redistributors for every possible vCPU), CPU state across
 migration (every vCPU's vmstate, the disabled one's too) and the timer.

@@ -31,7 +31,7 @@ STEP_HELP = {
     "test its run_tests.sh lists) under TCG on the unpatched base (built "
     "once, results cached), on the tip, and on the tip with a disabled vCPU "
     "in every GICv3 machine: a test that passes on the base must pass on "
-    "both; other differences are reported.  About 30 minutes per build "
-    "run here (see README).",
+    "both; other differences are reported.  About a minute of tests per "
+    "build here; the first run builds the unpatched base (see README).",
 }
 STEPS = tuple(STEP_HELP)
