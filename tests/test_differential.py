@@ -236,15 +236,22 @@ def test_a_divergence_is_found_and_shrunk(built):
     node = load_yaml(PROJECT / "specs" / "model.yaml")["model"]
     node["actions"]["disable"]["set"]["realized"] = "False"
     node["actions"]["disable"]["set"]["thread"] = "False"
-    with pytest.raises(AssertionError) as failure:
+    # hypothesis raises the divergence, or a group of it and another
+    # failure met while shrinking (once, on 10.0.13: a QMP timeout that
+    # did not replay, 2026-12-07)
+    with pytest.raises((AssertionError, ExceptionGroup)) as failure:
         run(built[1], Model(node), 400)
+    found = failure.value.exceptions \
+        if isinstance(failure.value, ExceptionGroup) else [failure.value]
+    divergences = [e for e in found if isinstance(e, AssertionError)]
+    assert divergences, found
     # hypothesis reports the shrunk sequence, which ends in the step that
     # diverges: disabling a realized vCPU (1, a boot vCPU, shrinks best;
     # refused no-op steps are not always shrunk away)
-    steps = [n for n in getattr(failure.value, "__notes__", [])
+    steps = [n for n in getattr(divergences[0], "__notes__", [])
              if n.startswith(("state.enable", "state.disable",
                               "state.reset"))]
-    assert steps, failure.value.__notes__
+    assert steps, divergences[0].__notes__
     assert len(steps) <= 10
     assert steps[-1].startswith("state.disable(index="), steps
     assert steps[-1] != "state.disable(index=0)"
