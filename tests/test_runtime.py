@@ -97,17 +97,6 @@ def test_query_on_a_machine_without_possible_cpus(built):
 
 
 @pytest.mark.slow
-def test_migration_is_blocked_after_a_change(built):
-    with vm(built) as q:
-        q.cmd("device-set", id="/machine/vcpu[2]", **{"admin-power-state":
-                                                      "enabled"})
-        with pytest.raises(QmpError) as e:
-            q.cmd("migrate", uri="exec:cat > /dev/null")
-        assert "vCPU administrative power states were changed with " \
-            "device-set" in e.value.desc
-
-
-@pytest.mark.slow
 def test_guest_cannot_power_on_a_disabled_vcpu(built):
     """Booted without firmware (device tree, no ACPI), the guest is not
     told of changes (test_acpi.py has the ACPI guest, test_guests.py the

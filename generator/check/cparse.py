@@ -162,7 +162,16 @@ def _type_names(node: tree_sitter.Node) -> set[str]:
 
 @lru_cache(maxsize=64)
 def _preprocessed(build_dirs: tuple[str, ...], rel_path: str) -> str:
-    return preprocess(list(build_dirs), rel_path)
+    """The preprocessed file without the GNU extensions that throw
+    tree-sitter off: the expansion of one VMSTATE_VARRAY_UINT32 (typeof
+    in a cast) turned the rest of hw/arm/virt.c into one ERROR node, and
+    every function below it disappeared."""
+    text = _strip_statement_expressions(preprocess(list(build_dirs),
+                                                   rel_path))
+    text = _strip_balanced(text, r"\b__attribute__\b")
+    text = _strip_balanced(text, r"\b__builtin_(types_compatible_p|"
+                           r"choose_expr|offsetof|va_arg)\b", "0")
+    return _strip_balanced(text, r"\b(typeof|__typeof__)\b", "int")
 
 
 def parse_function(build_dirs: Sequence[str | Path], rel_path: str,
@@ -174,11 +183,8 @@ def parse_function(build_dirs: Sequence[str | Path], rel_path: str,
     if not nodes:
         raise ParseFailed(f"function {name} is not in {rel_path}")
     node = nodes[0]
-    source = _strip_statement_expressions((node.text or b"").decode())
-    source = _strip_balanced(source, r"\b__attribute__\b")
-    source = _strip_balanced(source, r"\b__builtin_(types_compatible_p|"
-                             r"choose_expr|offsetof|va_arg)\b", "0")
-    source = _strip_balanced(source, r"\b(__asm__|__asm)\b")
+    source = _strip_balanced((node.text or b"").decode(),
+                             r"\b(__asm__|__asm)\b")
     for pattern, repl in REWRITES:
         source = re.sub(pattern, repl, source)
     prelude = "".join(f"typedef {PRELUDE_TYPES.get(t, 'int')} {t};\n"
