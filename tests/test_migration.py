@@ -160,6 +160,55 @@ def test_eject_request_pending_at_migration_completes_on_destination(
             clean_dmesg(dst)
 
 
+def test_eject_completed_during_migration_is_deleted_on_both_sides(
+        built, sockdir):
+    """The guest ejects a vCPU while the stream is sent (the source
+    resumed after the migration started; the migration waits before the
+    switchover): the destination, which had the vCPU plugged, ends with
+    it disabled, and both management layers hear DEVICE_DELETED for the
+    vCPU they plugged."""
+    _, binary = built
+    with source(binary) as src:
+        src.read_until(b"GUEST-SHELL-READY")
+        plug(src, 2)
+        online(src, 2)
+        src.cmd("stop")             # the guest answers once the stream runs
+        src.cmd("device_del", id="vcpu2")
+        with destination(binary) as dst:
+            plug(dst, 2)
+            src.cmd("migrate-set-capabilities", capabilities=[
+                {"capability": "pause-before-switchover", "state": True}])
+            dst.cmd("migrate-incoming", uri=f"unix:{sockdir}/mig.sock")
+            src.cmd("migrate", uri=f"unix:{sockdir}/mig.sock")
+            until(lambda: migration_status(src).get("status") == "active",
+                  "the migration to run")
+            src.cmd("cont")
+
+            def deleted(q) -> list:
+                q.cmd("query-status")           # collects the events
+                return [e["data"] for e in q.events
+                        if e["event"] == "DEVICE_DELETED"]
+            until(lambda: deleted(src), "the guest to eject CPU2")
+            assert deleted(src) == [{"device": "vcpu2",
+                                     "path": "/machine/peripheral/vcpu2"}]
+            assert wait_migration(src, ("pre-switchover", "failed"))[
+                "status"] == "pre-switchover"
+            src.cmd("migrate-continue", state="pre-switchover")
+            assert wait_migration(src)["status"] == "completed"
+            until(lambda: dst.cmd("query-status")["status"] == "running",
+                  "the destination to run")
+            state = dst.powerstate()[2]
+            assert (state["admin-power-state"], state["eject-pending"]) == \
+                ("disabled", False)
+            assert deleted(dst) == [{"device": "vcpu2",
+                                     "path": "/machine/peripheral/vcpu2"}]
+            assert cpus(dst)["enabled"] == "0-1"
+            # and it plugs again there, and the guest takes it
+            plug(dst, 2)
+            online(dst, 2)
+            clean_dmesg(dst)
+
+
 @pytest.mark.parametrize("plugged,smp", [(False, SMP),
                                          (True, "cpus=2,disabledcpus=3")])
 def test_another_vcpu_set_fails_before_ram_and_source_runs(

@@ -188,14 +188,19 @@ def test_a_reset_completes_a_pending_disable(model):
 
 def test_migration_keeps_the_state_and_refuses_requests(model):
     state = model.initial(1, 2, kvm=False, acpi=True)
-    state, _ = model.step(state, "enable", 1)
+    state, _ = model.step(state, "device-add", 1)
     state, _ = model.step(state, "cpu-on", 1)
-    state, _ = model.step(state, "disable", 1)
+    state, _ = model.step(state, "device-del", 1)
+    assert state[1].eject_pending
     migrating, err = model.step(state, "migrate")
     assert err is None and all(c.migrating for c in migrating)
+    # QEMU's own words (test_migration.py sees them from the real one)
     for action, index in (("enable", 1), ("enable", 2), ("disable", 1),
-                          ("device-add", 2), ("device-del", 1)):
-        assert model.step(migrating, action, index)[1] == "migrating"
+                          ("device-add", 2)):
+        assert model.step(migrating, action, index)[1] == \
+            f"vCPU {index} cannot change state while the VM migrates"
+    assert model.step(migrating, "device-del", 1)[1] == \
+        "device_del not allowed while migrating"
     assert model.step(migrating, "migrate")[1] == \
         "a migration is already running"
     # the guest runs on, and answers the pending request
@@ -249,3 +254,18 @@ def test_a_bad_expression_names_file_and_line():
     with pytest.raises(SpecError, match=r"specs/model.yaml:\d+: .*invalid "
                        "expression"):
         Model(node)
+
+
+def test_device_add_does_not_cancel_a_pending_device_del(model):
+    """As for any device, device_add waits for DEVICE_DELETED; device-set
+    enabled is what cancels the Eject Request (the last request wins)."""
+    state = model.initial(1, 1, kvm=False, acpi=True)
+    state, _ = model.step(state, "device-add", 1)
+    state, _ = model.step(state, "cpu-on", 1)
+    state, _ = model.step(state, "device-del", 1)
+    assert model.step(state, "device-add", 1)[1] == \
+        "vCPU 1 is being unplugged: wait for DEVICE_DELETED, or cancel " \
+        "the unplug with device-set admin-power-state=enabled"
+    state, err = model.step(state, "enable", 1)
+    assert err is None and not state[1].eject_pending
+    assert state[1].admin == state[1].desired == "enabled"
