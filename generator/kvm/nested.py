@@ -291,9 +291,12 @@ class _Boot:
                     script(qmps, result)
                 except (QmpClosed, QmpError, TimeoutError) as e:
                     result.error = f"{type(e).__name__}: {e}"
-            for qmp, hello in zip(qmps, greeted, strict=True):
+            for i, (qmp, hello) in enumerate(zip(qmps, greeted,
+                                                 strict=True)):
+                # one that exited (run_many) leaves its line silent
+                gone = len(qmps) > 1 and self.exit_code(i) is not None
                 try:
-                    if hello is not None:
+                    if hello is not None and not gone:
                         qmp.cmd("quit", timeout=30)
                 except (QmpClosed, QmpError, TimeoutError):
                     pass
