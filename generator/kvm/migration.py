@@ -128,13 +128,23 @@ def _setup(src: Qmp, dst: Qmp, other: Qmp, st: _Stage) -> None:
              f"one's vCPU 2 {power(unplugged)}")
 
 
-def _refused(src: Qmp, other: Qmp, st: _Stage) -> None:
+def stderr_line(console: str, text: str) -> str:
+    """The console line with `text`, as an inner QEMU wrote it to its
+    stderr (10.0.13 reports a failed load there only)."""
+    return next((ln.strip() for ln in console.splitlines() if text in ln),
+                "")
+
+
+def _refused(src: Qmp, other: Qmp, st: _Stage, run: InnerRun) -> None:
     other.execute("migrate-incoming", {"uri": REFUSED_URI,
                                        "exit-on-error": False})
     src.cmd("migrate", uri=REFUSED_URI)
     sent = migration_status(src)
     got = migration_status(other)
     why = got.get("error-desc", "")
+    line = stderr_line(run.console_now(), REFUSAL)
+    if REFUSAL not in why and line:
+        why = f"{why}; on its stderr: {line}"
     # the mailbox page is written by the payload on the source from its
     # first instruction on: zero here if no RAM was loaded
     ram = Mailbox(read_mailbox(other))
@@ -250,11 +260,11 @@ def run(host: NestedHost, out: Outcome) -> None:
     start = time.monotonic()
     st = _Stage(out, start)
 
-    def script(qmps: list[Qmp], _run: InnerRun) -> None:
+    def script(qmps: list[Qmp], run: InnerRun) -> None:
         src, dst, other = qmps
         try:
             _setup(src, dst, other, st)
-            _refused(src, other, st)
+            _refused(src, other, st, run)
             loaded = _migrate(src, dst, st, out)
             if loaded:
                 _after(dst, loaded, st)

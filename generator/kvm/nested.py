@@ -156,6 +156,9 @@ class InnerRun:
     seconds_to_qmp: float = 0.0      # inner QEMU start -> QMP greeting
     error: str = ""                  # what stopped the script, if anything
     exit_codes: list[int | None] = field(default_factory=list)  # run_many
+    # the console so far, for a script (the inner QEMUs' stderr is there)
+    console_now: Callable[[], str] = field(
+        default_factory=lambda: lambda: "")
     results: dict[str, object] = field(default_factory=dict)
 
 
@@ -273,7 +276,7 @@ class _Boot:
         return int(m.group(1)) if m else None
 
     def run(self, script: ManyScript) -> InnerRun:
-        result = InnerRun()
+        result = InnerRun(console_now=self.text)
         self.proc = subprocess.Popen(
             self.host.outer_command(self.initrd, self.tunnels),
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
