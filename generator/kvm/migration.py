@@ -6,8 +6,10 @@ The source runs the payload with vCPU 2 enabled by device-set, and
 vCPU 3 enabled and disabled again (realized, so its state is in the
 stream: the destination realizes it while it loads, under KVM).  The
 destinations are started as libvirt starts one (same -smp, -S,
--incoming defer); one has vCPU 2 plugged with device_add before the
-stream, as libvirt does, the other not: the migration to that one must
+-incoming defer, migrate-incoming with exit-on-error false so that a
+failed load is answered over QMP); one has vCPU 2 plugged with
+device_add before the stream, as libvirt does, the other not: the
+migration to that one must
 fail at the stream's first section, naming vCPU 2, before any RAM, and
 the source must run on.  Then the migration to the plugged one must
 complete, and the destination, once continued, must run guest code on
@@ -45,15 +47,23 @@ PLUGGED = "/machine/peripheral/vcpu2"   # vCPU 2 once device_add'ed as vcpu2
 REFUSED_URI, URI = "unix:/tmp/mig-refused.sock", "unix:/tmp/mig.sock"
 REFUSAL = "vCPU 2 is enabled on the source and disabled here"
 VCPU3 = "/machine/vcpu[3]"
-STAGES = ["migrate-setup", "migrate-refused", "migrate-source-runs",
-          "migrate", "migrate-runs", "migrate-denied", "migrate-disable",
-          "migrate-enable"]
+
+
+# The refused stream must not fit in the unix socket's buffer (about
+# 210 KiB in the emulated host): the source has to notice the destination
+# left before it sent all RAM.  A zero page is 9 bytes of stream, so
+# 256 MiB of RAM, nearly all zero, is about 600 KiB.
+MEMORY = "256M"
+
+
+def source_args() -> list[str]:
+    return inner_args(SMP, MEMORY)
 
 
 def destination_args() -> list[str]:
     """A destination as libvirt starts it: the source's command line,
     paused, waiting for migrate-incoming."""
-    return [*inner_args(SMP), "-S", "-incoming", "defer"]
+    return [*source_args(), "-S", "-incoming", "defer"]
 
 
 def plug(qmp: Qmp, index: int) -> JsonObject:
@@ -273,7 +283,7 @@ def run(host: NestedHost, out: Outcome) -> None:
 
     logger.info("kvm: migration of the vCPU set under KVM, source and two "
                 "destinations on the emulated Arm host")
-    inner = host.run_many([inner_args(SMP), destination_args(),
+    inner = host.run_many([source_args(), destination_args(),
                                 destination_args()], script)
     if not inner.started:
         out.check("migrate", False, "the source and destinations did not "
