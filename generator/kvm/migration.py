@@ -180,7 +180,7 @@ def _refused(src: Qmp, other: Qmp, st: _Stage, run: InnerRun) -> None:
 
 def _migrate(src: Qmp, dst: Qmp, st: _Stage,
              out: Outcome) -> Mailbox | None:
-    # a failed load leaves it to answer with the error (libvirt asks so)
+    # a failed load leaves it to answer with the error over QMP
     dst.execute("migrate-incoming", {"uri": URI, "exit-on-error": False})
     start = time.monotonic()
     src.cmd("migrate", uri=URI)
