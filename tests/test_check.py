@@ -4,6 +4,7 @@ is generated from it, and the right step must fail naming the patch, the
 file and the function."""
 
 import json
+import re
 import shutil
 
 import pytest
@@ -69,12 +70,17 @@ def test_the_series_is_ready_to_send(release, tmp_path):
     assert all(i["ok"] for i in steps["kvm"]["items"])
     figures = steps["kvm"]["figures"]
     assert figures["first enable to guest code"] > 0
+    assert figures["migration run"] > 0
     assert {"start-up -smp cpus=1,disabledcpus=7", "start-up -smp 8"} \
         <= set(figures)
 
 
 KVM_STAGES = ["start", "query", "boot-denied", "reset", "enable",
-              "reset-enabled", "disable-denied"]
+              "reset-enabled", "disable-denied",
+              # generator/kvm/migration.py: one more boot, three inner QEMUs
+              "migrate-setup", "migrate-refused", "migrate-source-runs",
+              "migrate", "migrate-runs", "migrate-denied", "migrate-disable",
+              "migrate-enable"]
 
 
 def seeded_series(tmp_path, template: str, old: str, new: str):
@@ -127,6 +133,55 @@ def test_finalize_after_kvm_init_is_caught(tmp_path):
     assert "start: QEMU did not start under KVM" in failures(steps["kvm"])
     assert "Failed to initialize KVM vCPU 2: Invalid argument" in \
         failures(steps["kvm"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("release", list(RELEASES))
+def test_the_vcpu_set_migrates_under_kvm(release, tmp_path):
+    """The kvm step's migration stage (issue 23): the vCPU set migrates
+    between two QEMUs under real KVM in the emulated Arm host; a
+    destination without vCPU 2 refuses the stream before RAM."""
+    proc, steps = check(release, PROJECT / "patches" / release,
+                        "--only", "kvm", tmp_path=tmp_path)
+    kvm = steps["kvm"]
+    if kvm["skipped"]:
+        pytest.skip(f"kvm step: {kvm['summary']}")
+    assert proc.returncode == 0, failures(kvm) + proc.stderr[-3000:]
+    items = {i["patch"]: i["message"] for i in kvm["items"]}
+    assert list(items) == KVM_STAGES
+    assert "vCPU 2 is enabled on the source and disabled here" in \
+        items["migrate-refused"]
+    assert "all zero (no RAM loaded)" in items["migrate-refused"]
+    assert "mailbox as the source left it" in items["migrate"]
+    assert "realized by the load" in items["migrate-denied"]
+    # every stage message says when it was seen, and the run is timed
+    assert all(re.search(r"\(t\+\d+\.\d s\)$", items[s])
+               for s in KVM_STAGES if s.startswith("migrate"))
+    assert kvm["figures"]["migration run"] > 0
+    assert "migration" in kvm["summary"]
+
+
+@pytest.mark.slow
+def test_a_migration_check_that_lets_a_vcpu_through_is_caught(tmp_path):
+    """The destination's vCPU-set check skipped: the stream loads past
+    the first section into RAM, the mismatch shows up only after it, and
+    only the migration stage under KVM fails."""
+    series = seeded_series(
+        tmp_path, "migration/virt-vmstate.c.j2",
+        "        if (enabled != {{ api_is_enabled }}(dev)) {\n"
+        "            error_setg(errp, \"vCPU %d is %s on the source",
+        "        if (false && enabled != {{ api_is_enabled }}(dev)) {\n"
+        "            error_setg(errp, \"vCPU %d is %s on the source")
+    proc, steps = check("10.2.2", series, "--only", "kvm",
+                        build_root=SEEDED, tmp_path=tmp_path)
+    kvm = steps["kvm"]
+    if kvm["skipped"]:
+        pytest.skip(f"kvm step: {kvm['summary']}")
+    assert proc.returncode == 1
+    failed = [i["patch"] for i in kvm["items"] if not i["ok"]]
+    assert "migrate-refused" in failed, failures(kvm)
+    assert not [s for s in failed if not s.startswith("migrate")]
+    assert "the destination's mailbox page loaded" in failures(kvm)
 
 
 @pytest.mark.slow

@@ -280,7 +280,7 @@ def step_kvm(run: CheckRun) -> StepResult:
     emulated Arm host (TCG with EL2) by the native build of the same tree
     (generator/kvm)."""
     from generator.guest import host_files
-    from generator.kvm import nested, scenario
+    from generator.kvm import migration, nested, scenario
     result = StepResult("kvm")
     src, patches, builds = run.src, run.patches, run.builds
     build_root, guest = run.build_root, run.guest
@@ -299,6 +299,7 @@ def step_kvm(run: CheckRun) -> StepResult:
     host = nested.NestedHost(builds[0].dir / qbuild.BINARY, inner, kernel,
                              busybox, build_root / "nested")
     outcome = scenario.run(host)
+    migration.run(host, outcome)
     for name, ok, message in outcome.stages:
         logger.info(f"kvm: {name}: {'ok' if ok else 'FAILED'}")
         (result.passed if ok else result.fail)(name, message)
@@ -310,5 +311,6 @@ def step_kvm(run: CheckRun) -> StepResult:
     result.figures = {k: round(v, 3) for k, v in figures.items()}
     passed = sum(1 for _, ok, _ in outcome.stages if ok)
     result.summary = (f"{passed}/{len(outcome.stages)} stages pass under "
-                      f"nested KVM ({figures['nested run']:.0f} s)")
+                      f"nested KVM ({figures['nested run']:.0f} s, "
+                      f"migration {figures.get('migration run', 0):.0f} s)")
     return result

@@ -4,13 +4,24 @@ under real KVM inside it.
     x86 host                     emulated Arm host (Linux, /dev/kvm)
     outer qemu-system-aarch64 -> inner qemu-system-aarch64 -accel kvm
       serial0 (stdout)    <-     console: the init script, inner QEMU output
-      serial1 (unix sock) <->    /dev/ttyAMA1 = the inner QEMU's QMP monitor
+      serial1 (unix sock) <->    /dev/ttyAMA1 = inner QEMU 0's QMP monitor
+      virtio-serial-pci, only for more than one inner QEMU:
+        virtconsole 1 (unix sock) <-> /dev/hvc0 = inner QEMU 1's monitor
+        virtconsole 2 (unix sock) <-> /dev/hvc1 = inner QEMU 2's monitor
 
 The emulated host boots the Linux kernel of ../shared/guest straight from
 an initramfs: busybox, the KVM-only aarch64 build of the patched QEMU with
 the shared libraries it needs (from Debian's :arm64 packages), the guest
-payload (payload.S), and a per-run script naming the inner command line.
-One boot runs one inner QEMU; a boot takes about two seconds.
+payload (payload.S), and a per-run script naming the inner command lines.
+A boot takes about two seconds and usually runs one inner QEMU; the
+migration stage (migration.py) runs a source and two destinations side by
+side, which migrate to each other inside the emulated host over unix
+sockets.  Their monitors need more lines than the virt machine's two
+PL011s: the kernel has virtio_console and virtio_pci built in (no modules
+needed), and a virtconsole is a tty the inner QEMU opens as it opens
+/dev/ttyAMA1, so each further monitor is one more virtconsole.  Which
+hvcN a virtconsole becomes does not matter: the destinations are started
+alike and told apart only over their monitors.
 """
 
 import io
@@ -34,6 +45,8 @@ HERE = Path(__file__).resolve().parent
 CROSS = "aarch64-linux-gnu-"
 PAYLOAD_MAILBOX = 0x40100000
 START, EXIT = "NESTED-INNER-START", "NESTED-INNER-EXIT"
+# the monitor line of inner QEMU i in the emulated host (see above)
+MONITORS = ["/dev/ttyAMA1", "/dev/hvc0", "/dev/hvc1"]
 
 INIT = f"""#!/bin/busybox sh
 /bin/busybox --install -s /bin
@@ -142,11 +155,27 @@ class InnerRun:
     started: bool = False            # its QMP monitor answered
     seconds_to_qmp: float = 0.0      # inner QEMU start -> QMP greeting
     error: str = ""                  # what stopped the script, if anything
+    exit_codes: list[int | None] = field(default_factory=list)  # run_many
+    # the console so far, for a script (the inner QEMUs' stderr is there)
+    console_now: Callable[[], str] = field(
+        default_factory=lambda: lambda: "")
     results: dict[str, object] = field(default_factory=dict)
 
 
 # called with the inner QEMU's monitor once it answers
 Script = Callable[[Qmp, InnerRun], None]
+# called with the monitors of all inner QEMUs (run_many), in order
+ManyScript = Callable[[list[Qmp], InnerRun], None]
+
+
+def run_script(commands: list[list[str]]) -> str:
+    """The emulated host's /run.sh: the inner QEMUs side by side, each
+    followed by "NESTED-INNER-EXIT-i rc" on the console; its own exit
+    code is the last failing one's."""
+    lines = [f"( {shlex.join(cmd)}; echo \"{EXIT}-{i} $?\" ) &\n"
+             f"p{i}=$!\n" for i, cmd in enumerate(commands)]
+    waits = "".join(f"wait $p{i} || rc=$?\n" for i in range(len(commands)))
+    return "".join(lines) + "rc=0\n" + waits + "exit $rc\n"
 
 
 class NestedHost:
@@ -160,11 +189,12 @@ class NestedHost:
         payload = build_payload(workdir)
         self.base = host_initramfs(inner, busybox, payload, workdir)
 
-    def inner_command(self, args: list[str]) -> list[str]:
+    def inner_command(self, args: list[str], monitor: str = MONITORS[0],
+                      serial: str = "stdio") -> list[str]:
         return ["/bin/qemu-system-aarch64", *args,
                 "-nodefaults", "-display", "none", "-no-user-config",
-                "-serial", "stdio",
-                "-chardev", "serial,id=qmp,path=/dev/ttyAMA1",
+                "-serial", serial,
+                "-chardev", f"serial,id=qmp,path={monitor}",
                 "-mon", "chardev=qmp,mode=control"]
 
     def run(self, args: list[str], script: Script | None = None,
@@ -173,29 +203,55 @@ class NestedHost:
         call `script(qmp, run)` once its monitor answers, then quit it.
         Returns what was seen; never raises for what the inner QEMU did."""
         run_script = shlex.join(self.inner_command(args)) + "\n"
+        return self._boot(run_script, 1, timeout,
+                          lambda qmps, run: script(qmps[0], run)
+                          if script else None)
+
+    def run_many(self, args: list[list[str]], script: ManyScript,
+                 timeout: float = 240) -> InnerRun:
+        """run() for up to len(MONITORS) inner QEMUs side by side, the
+        first with the console as its serial port, the others without
+        one: `script` gets their monitors in the order of `args`, once
+        all answered."""
+        if not 1 <= len(args) <= len(MONITORS):
+            raise ValueError(f"1 to {len(MONITORS)} inner QEMUs")
+        commands = [self.inner_command(a, MONITORS[i],
+                                       "stdio" if i == 0 else "none")
+                    for i, a in enumerate(args)]
+        return self._boot(run_script(commands), len(args), timeout, script)
+
+    def _boot(self, run_script: str, inners: int, timeout: float,
+              script: ManyScript) -> InnerRun:
         per_run = initramfs.cpio([("run.sh", FILE | 0o755,
                                    run_script.encode())], compress=False)
         with tempfile.TemporaryDirectory(dir=self.workdir) as tmp:
             initrd = Path(tmp) / "initrd"
             initrd.write_bytes(self.base + per_run)
-            tunnel = Path(tmp) / "tunnel.sock"
-            return _Boot(self, initrd, tunnel, timeout).run(script)
+            tunnels = [Path(tmp) / f"tunnel{i}.sock" for i in range(inners)]
+            return _Boot(self, initrd, tunnels, timeout).run(script)
 
-    def outer_command(self, initrd: Path, tunnel: Path) -> list[str]:
-        return [str(self.outer), "-M", "virt,virtualization=on,gic-version=3",
-                "-cpu", "max", "-smp", "2", "-m", "2G", "-nodefaults",
-                "-display", "none", "-no-user-config", "-no-reboot",
-                "-kernel", str(self.kernel), "-initrd", str(initrd),
-                "-append", "console=ttyAMA0 panic=-1",
-                "-serial", "stdio",
-                "-chardev", f"socket,id=tunnel,path={tunnel},server=on,"
-                "wait=off", "-serial", "chardev:tunnel"]
+    def outer_command(self, initrd: Path, tunnels: list[Path]) -> list[str]:
+        cmd = [str(self.outer), "-M", "virt,virtualization=on,gic-version=3",
+               "-cpu", "max", "-smp", "2", "-m", "2G", "-nodefaults",
+               "-display", "none", "-no-user-config", "-no-reboot",
+               "-kernel", str(self.kernel), "-initrd", str(initrd),
+               "-append", "console=ttyAMA0 panic=-1",
+               "-serial", "stdio"]
+        for i, tunnel in enumerate(tunnels):
+            cmd += ["-chardev", f"socket,id=tunnel{i},path={tunnel},"
+                    "server=on,wait=off"]
+        cmd += ["-serial", "chardev:tunnel0"]
+        if len(tunnels) > 1:
+            cmd += ["-device", "virtio-serial-pci,id=vser"]
+            cmd += [arg for i in range(1, len(tunnels)) for arg in
+                    ("-device", f"virtconsole,chardev=tunnel{i}")]
+        return cmd
 
 
 class _Boot:
-    def __init__(self, host: NestedHost, initrd: Path, tunnel: Path,
+    def __init__(self, host: NestedHost, initrd: Path, tunnels: list[Path],
                  timeout: float):
-        self.host, self.initrd, self.tunnel = host, initrd, tunnel
+        self.host, self.initrd, self.tunnels = host, initrd, tunnels
         self.deadline = time.monotonic() + timeout
         self.console = bytearray()
         self.started: float | None = None
@@ -213,32 +269,39 @@ class _Boot:
     def text(self) -> str:
         return self.console.decode(errors="replace").replace("\r\n", "\n")
 
-    def exit_code(self) -> int | None:
-        m = re.search(rf"{EXIT} (\d+)", self.text())
+    def exit_code(self, inner: int | None = None) -> int | None:
+        """The run script's exit code, or inner QEMU `inner`'s (run_many)."""
+        marker = EXIT if inner is None else f"{EXIT}-{inner}"
+        m = re.search(rf"{marker} (\d+)", self.text())
         return int(m.group(1)) if m else None
 
-    def run(self, script: Script | None) -> InnerRun:
-        result = InnerRun()
+    def run(self, script: ManyScript) -> InnerRun:
+        result = InnerRun(console_now=self.text)
         self.proc = subprocess.Popen(
-            self.host.outer_command(self.initrd, self.tunnel),
+            self.host.outer_command(self.initrd, self.tunnels),
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT)
         reader = threading.Thread(target=self._read_console, daemon=True)
         reader.start()
+        qmps: list[Qmp] = []
         try:
-            qmp = self._connect()
-            started = self._greeting(qmp)
-            if started is not None:
+            qmps = [self._connect(t) for t in self.tunnels]
+            greeted = [self._greeting(q, i) for i, q in enumerate(qmps)]
+            if all(s is not None for s in greeted):
                 result.started = True
-                result.seconds_to_qmp = started
-                if script:
-                    try:
-                        script(qmp, result)
-                    except (QmpClosed, QmpError, TimeoutError) as e:
-                        result.error = f"{type(e).__name__}: {e}"
+                result.seconds_to_qmp = cast(float, greeted[0])
                 try:
-                    qmp.cmd("quit", timeout=30)
-                except (QmpClosed, TimeoutError):
+                    script(qmps, result)
+                except (QmpClosed, QmpError, TimeoutError) as e:
+                    result.error = f"{type(e).__name__}: {e}"
+            for i, (qmp, hello) in enumerate(zip(qmps, greeted,
+                                                 strict=True)):
+                # one that exited (run_many) leaves its line silent
+                gone = len(qmps) > 1 and self.exit_code(i) is not None
+                try:
+                    if hello is not None and not gone:
+                        qmp.cmd("quit", timeout=30)
+                except (QmpClosed, QmpError, TimeoutError):
                     pass
             self._wait_exit()
         finally:
@@ -246,8 +309,13 @@ class _Boot:
                 self.proc.kill()
             self.proc.wait()
             reader.join(timeout=5)
+            for qmp in qmps:
+                qmp.sock.close()
         result.console = self.text()
         result.exit_code = self.exit_code()
+        if len(self.tunnels) > 1:
+            result.exit_codes = [self.exit_code(i)
+                                 for i in range(len(self.tunnels))]
         return result
 
     def _left(self) -> float:
@@ -257,11 +325,11 @@ class _Boot:
                                + self.text()[-3000:])
         return left
 
-    def _connect(self) -> Qmp:
+    def _connect(self, tunnel: Path) -> Qmp:
         while True:
             sock = socket.socket(socket.AF_UNIX)
             try:
-                sock.connect(str(self.tunnel))
+                sock.connect(str(tunnel))
                 return Qmp(sock)
             except (FileNotFoundError, ConnectionRefusedError):
                 sock.close()
@@ -271,12 +339,14 @@ class _Boot:
                 self._left()
                 time.sleep(0.02)
 
-    def _greeting(self, qmp: Qmp) -> float | None:
-        """Seconds from the inner QEMU's start to its QMP greeting, or None
-        if it exited first."""
+    def _greeting(self, qmp: Qmp, inner: int) -> float | None:
+        """Seconds from the inner QEMUs' start to inner QEMU `inner`'s QMP
+        greeting, or None if it exited first."""
+        many = len(self.tunnels) > 1
         while True:
             self._left()
-            if self.exit_code() is not None or self.proc.poll() is not None:
+            if self.exit_code() is not None or self.proc.poll() is not None \
+                    or (many and self.exit_code(inner) is not None):
                 return None
             try:
                 hello = qmp.message(timeout=0.2)

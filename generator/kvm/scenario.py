@@ -22,9 +22,9 @@ SMP = "cpus=2,disabledcpus=2"
 VCPU2 = "/machine/vcpu[2]"
 
 
-def inner_args(smp: str) -> list[str]:
+def inner_args(smp: str, memory: str = "128M") -> list[str]:
     return ["-M", "virt,gic-version=3", "-accel", "kvm", "-cpu", "host",
-            "-smp", smp, "-m", "128M", "-kernel", "/payload.elf"]
+            "-smp", smp, "-m", memory, "-kernel", "/payload.elf"]
 
 
 @dataclass
