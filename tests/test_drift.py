@@ -182,6 +182,7 @@ FLIPPED_DOWN = {
     "virt-post-cpus-gic-realized": (True, False),
     "tcg-region-late-thread": (False, True),
     "vmstate-post-load-errp": (True, False),
+    "rcu-drain-forces-only-when-seen": (False, True),
 }
 
 
