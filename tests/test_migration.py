@@ -179,6 +179,9 @@ def test_eject_completed_during_migration_is_deleted_on_both_sides(
             plug(dst, 2)
             src.cmd("migrate-set-capabilities", capabilities=[
                 {"capability": "pause-before-switchover", "state": True}])
+            # slow, so that RAM is still being sent when the guest answers
+            # (at pre-switchover the source is stopped)
+            src.cmd("migrate-set-parameters", **{"max-bandwidth": 100000})
             dst.cmd("migrate-incoming", uri=f"unix:{sockdir}/mig.sock")
             src.cmd("migrate", uri=f"unix:{sockdir}/mig.sock")
             until(lambda: migration_status(src).get("status") == "active",
@@ -192,6 +195,8 @@ def test_eject_completed_during_migration_is_deleted_on_both_sides(
             until(lambda: deleted(src), "the guest to eject CPU2")
             assert deleted(src) == [{"device": "vcpu2",
                                      "path": "/machine/peripheral/vcpu2"}]
+            assert migration_status(src)["status"] == "active"
+            src.cmd("migrate-set-parameters", **{"max-bandwidth": 1 << 40})
             assert wait_migration(src, ("pre-switchover", "failed"))[
                 "status"] == "pre-switchover"
             src.cmd("migrate-continue", state="pre-switchover")
