@@ -33,8 +33,17 @@ def plug(q, index: int) -> None:
           **slot["props"])
 
 
-def online(q, index: int) -> None:
-    until(lambda: f"CPU{index} has been hot-added" in q.shell("dmesg"),
+def hot_adds(q, index: int) -> int:
+    """How often the guest's log says it hot-added CPU `index` (the log
+    migrates with the guest: a destination sees the source's too)."""
+    out = q.shell(f"echo ADDS $(dmesg | grep -c 'CPU{index} has been "
+                  "hot-added')")
+    return int(re.findall(r"^ADDS (\d+)", out, re.M)[-1])
+
+
+def online(q, index: int, seen: int = 0) -> None:
+    """Wait for hot-add number `seen` + 1 of CPU `index`, bring it up."""
+    until(lambda: hot_adds(q, index) > seen,
           f"the guest to hot-add CPU{index}")
     assert "rc=0" in q.shell(f"echo 1 > {CPU}/cpu{index}/online; echo rc=$?")
 
@@ -210,8 +219,9 @@ def test_eject_completed_during_migration_is_deleted_on_both_sides(
                                      "path": "/machine/peripheral/vcpu2"}]
             assert cpus(dst)["enabled"] == "0-1"
             # and it plugs again there, and the guest takes it
+            seen = hot_adds(dst, 2)
             plug(dst, 2)
-            online(dst, 2)
+            online(dst, 2, seen)
             clean_dmesg(dst)
 
 
