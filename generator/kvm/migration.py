@@ -33,6 +33,7 @@ from generator.kvm.scenario import (
     Mailbox,
     Outcome,
     describe,
+    disable_vcpu2,
     disable_when_off,
     inner_args,
     states,
@@ -231,22 +232,16 @@ def _after(dst: Qmp, loaded: Mailbox, st: _Stage) -> None:
              f"the destination, over {later.sweeps - loaded.sweeps} "
              f"sweeps: {describe(later, 3)}, as many as on the source")
 
-    refused = disable_when_off(dst, PLUGGED)
-    cpu2 = wait_until_off(dst, 2)
-    box = wait_for(dst, lambda b: b.last_cpu_on(2) == DENIED)
-    runs = box.runs(2)
-    later = wait_for(dst, lambda b: b.sweeps > box.sweeps + 3)
-    st.check("migrate-disable", cpu2["admin-power-state"] == "disabled" and
-             cpu2["power-state"] == "off" and
-             later.last_cpu_on(2) == DENIED and later.runs(2) == runs,
+    d = disable_vcpu2(dst, PLUGGED)
+    st.check("migrate-disable", d.holds,
              f"device-set {PLUGGED} disabled on the destination (refused "
-             f"{refused} times while powered on): vCPU 2 {power(cpu2)}; "
-             f"then over {later.sweeps - box.sweeps} sweeps: "
-             f"{describe(later, 2)}")
+             f"{d.refused} times while powered on): vCPU 2 {power(d.state)}; "
+             f"then over {d.after.sweeps - d.before.sweeps} sweeps: "
+             f"{describe(d.after, 2)}")
 
     # enabled again: vCPU 3 with device-set, vCPU 2 plugged again with
     # the ID it was first plugged with
-    before = later
+    before = d.after
     enable(dst, VCPU3)
     plug(dst, 2)
     box = wait_for(dst, lambda b: b.runs(3) > before.runs(3) and

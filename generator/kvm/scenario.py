@@ -125,6 +125,32 @@ def disable_when_off(qmp: Qmp, vcpu: str, timeout: float = 30) -> int:
             time.sleep(0.01)
 
 
+@dataclass
+class Disabled:
+    """vCPU 2 disabled once the payload had it off, and watched for a few
+    CPU_ON sweeps after."""
+    refused: int            # device-set refusals while it was on
+    state: JsonObject       # its query-cpus-power-state entry, once off
+    before: Mailbox         # the first sweep whose CPU_ON was DENIED
+    after: Mailbox          # a few sweeps later
+
+    @property
+    def holds(self) -> bool:
+        """Disabled and off, CPU_ON DENIED, and no guest code ran."""
+        return (self.state["admin-power-state"] == "disabled" and
+                self.state["power-state"] == "off" and
+                self.after.last_cpu_on(2) == DENIED and
+                self.after.runs(2) == self.before.runs(2))
+
+
+def disable_vcpu2(qmp: Qmp, path: str) -> Disabled:
+    refused = disable_when_off(qmp, path)
+    state = wait_until_off(qmp, 2)
+    before = wait_for(qmp, lambda b: b.last_cpu_on(2) == DENIED)
+    after = wait_for(qmp, lambda b: b.sweeps > before.sweeps + 3)
+    return Disabled(refused, state, before, after)
+
+
 def describe(box: Mailbox, n: int) -> str:
     return (f"vCPU {n}: ran {box.runs(n)} times, last CPU_ON returned "
             f"{box.last_cpu_on(n)}")
@@ -179,17 +205,12 @@ def _drive(qmp: Qmp, out: Outcome) -> None:
     # without ACPI a vCPU the guest runs on is not taken away: the
     # payload powers vCPU 2 off after each run, so the disable is accepted
     # at one of the moments it is off
-    disable_when_off(qmp, VCPU2)
-    cpu2 = wait_until_off(qmp, 2)
-    box = wait_for(qmp, lambda b: b.last_cpu_on(2) == DENIED)
-    runs = box.runs(2)
-    later = wait_for(qmp, lambda b: b.sweeps > box.sweeps + 3)
-    out.check("disable-denied", cpu2["admin-power-state"] == "disabled" and
-              cpu2["power-state"] == "off" and
-              later.last_cpu_on(2) == DENIED and later.runs(2) == runs,
-              f"device-set disable: vCPU 2 {cpu2['admin-power-state']}, power "
-              f"{cpu2['power-state']}; then over "
-              f"{later.sweeps - box.sweeps} sweeps: {describe(later, 2)}")
+    d = disable_vcpu2(qmp, VCPU2)
+    out.check("disable-denied", d.holds,
+              f"device-set disable: vCPU 2 {d.state['admin-power-state']}, "
+              f"power {d.state['power-state']}; then over "
+              f"{d.after.sweeps - d.before.sweeps} sweeps: "
+              f"{describe(d.after, 2)}")
 
 
 def run(host: NestedHost) -> Outcome:
